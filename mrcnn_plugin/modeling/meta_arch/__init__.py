@@ -1,0 +1,18 @@
+"""Meta-architectures: whole models assembled from registered components."""
+from ...registry import META_ARCH_REGISTRY, build_from_registry, load_plugins
+from .rcnn import GeneralizedRCNN
+
+__all__ = ["GeneralizedRCNN", "build_model"]
+
+
+def build_model(cfg):
+    """Builds the model named by MODEL.META_ARCHITECTURE on MODEL.DEVICE.
+
+    Plugin modules (entry points and cfg.PLUGINS) are imported first, so their
+    components can be named in the config.
+    """
+    import torch
+
+    load_plugins(cfg.PLUGINS)
+    model = build_from_registry(META_ARCH_REGISTRY, cfg.MODEL.META_ARCHITECTURE, cfg)
+    return model.to(torch.device(cfg.MODEL.DEVICE))

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv/ with this project and its test dependencies installed, once;
+# reinstalls only when setup.cfg or pyproject.toml change.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "[setup] creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.mrcnn_installed
+want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "[setup] installing mrcnn_plugin and its dependencies into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+  echo "$want" > "$stamp"
+fi
