@@ -18,14 +18,6 @@ from .resnet import build_resnet_backbone
 __all__ = ["FPN", "LastLevelMaxPool", "build_resnet_fpn_backbone"]
 
 
-class LateralConv(Conv2d):
-    """The 1x1 convolution that brings bottom-up feature `in_feature` to the FPN's width."""
-
-
-class OutputConv(Conv2d):
-    """The 3x3 convolution that smooths one merged FPN level."""
-
-
 class LastLevelMaxPool(nn.Module):
     """p6 = max_pool(p5, kernel 1, stride 2): an extra, coarser level at no cost."""
 
@@ -65,9 +57,9 @@ class FPN(Backbone):
         stages: List[int] = []
         for f, stride in zip(in_features, strides):
             stage = int(math.log2(stride))
-            lateral = LateralConv(input_shapes[f].channels, out_channels, kernel_size=1, bias=use_bias,
+            lateral = Conv2d(input_shapes[f].channels, out_channels, kernel_size=1, bias=use_bias,
                                   norm=get_norm(norm, out_channels))
-            output = OutputConv(out_channels, out_channels, kernel_size=3, stride=1, padding=1,
+            output = Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1,
                                 bias=use_bias, norm=get_norm(norm, out_channels))
             for conv in (lateral, output):
                 nn.init.kaiming_uniform_(conv.weight, a=1)  # "c2_xavier_fill" of Detectron
@@ -97,11 +89,16 @@ class FPN(Backbone):
     def forward(self, x: Tensor) -> Dict[str, Tensor]:
         """x: Tensor[N, 3, H, W] (H, W multiples of size_divisibility) -> {"p2": ..., "p6": ...}."""
         bottom_up_features = self.bottom_up(x)
-        # Children are walked in registration order: laterals and outputs finest first.
+        # Children are walked in registration order, finest level first. Only the
+        # convolutions have a `weight`: hasattr on a submodule is resolved when
+        # scripting, so bottom_up and top_block are skipped at compile time
+        # (isinstance is not reliable there for modules of different shapes).
+        # The name tells a lateral from an output convolution.
         laterals: List[Tensor] = []
-        for _, module in self.items():
-            if isinstance(module, LateralConv):
-                laterals.append(module(bottom_up_features[self.in_features[len(laterals)]]))
+        for name, module in self.items():
+            if hasattr(module, "weight"):
+                if name.startswith("fpn_lateral"):
+                    laterals.append(module(bottom_up_features[self.in_features[len(laterals)]]))
 
         # Top-down pathway, coarsest first.
         merged: List[Tensor] = [laterals[-1]]
@@ -113,9 +110,10 @@ class FPN(Backbone):
             merged.insert(0, fused)
 
         results: List[Tensor] = []
-        for _, module in self.items():
-            if isinstance(module, OutputConv):
-                results.append(module(merged[len(results)]))
+        for name, module in self.items():
+            if hasattr(module, "weight"):
+                if name.startswith("fpn_output"):
+                    results.append(module(merged[len(results)]))
         if self.top_block is not None:
             results.extend(self.top_block(results[-1]))
         return {name: r for name, r in zip(self._out_features, results)}

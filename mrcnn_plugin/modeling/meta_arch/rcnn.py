@@ -90,7 +90,8 @@ class GeneralizedRCNN(nn.Module):
             if self.training:
                 return self.forward_train(batched_inputs)
             results = self.inference(batched_inputs)
-            return [{"instances": self._to_instances(r)} for r in results]
+            return [{"instances": self._to_instances(r, self._output_size(x))}
+                    for r, x in zip(results, batched_inputs)]
         return self.inference(batched_inputs)
 
     def inference(self, batched_inputs: List[Dict[str, Tensor]], do_postprocess: bool = True
@@ -104,18 +105,20 @@ class GeneralizedRCNN(nn.Module):
             return results
         processed: List[Dict[str, Tensor]] = []
         for result, x, image_size in zip(results, batched_inputs, image_sizes):
-            height = int(x["height"]) if "height" in x else image_size[0]
-            width = int(x["width"]) if "width" in x else image_size[1]
+            height, width = self._output_size(x)
             processed.append(detector_postprocess(result, image_size, height, width))
         return processed
 
+    @staticmethod
+    def _output_size(x: Dict[str, Tensor]) -> Tuple[int, int]:
+        """(height, width) to report one image's results at: its "height"/"width", else its size."""
+        height = int(x["height"]) if "height" in x else int(x["image"].shape[-2])
+        width = int(x["width"]) if "width" in x else int(x["image"].shape[-1])
+        return height, width
+
     @torch.jit.unused
-    def _to_instances(self, result: Dict[str, Tensor]) -> Instances:
+    def _to_instances(self, result: Dict[str, Tensor], image_size: Tuple[int, int]) -> Instances:
         """Wraps a result dict as detectron2's Instances (pred_boxes as Boxes)."""
-        if "pred_masks" in result:
-            image_size = tuple(result["pred_masks"].shape[-2:])
-        else:
-            image_size = (0, 0)
         inst = Instances(image_size)
         for name, value in result.items():
             inst.set(name, Boxes(value) if name == "pred_boxes" else value)
