@@ -66,7 +66,7 @@ class Keypoints:
 
     def __getitem__(self, item) -> "Keypoints":
         if isinstance(item, int):
-            return Keypoints([self.tensor[item]])
+            return Keypoints(self.tensor[item].unsqueeze(0))
         return Keypoints(self.tensor[item])
 
     def __repr__(self) -> str:

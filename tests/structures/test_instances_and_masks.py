@@ -392,9 +392,6 @@ def test_keypoints_structure():
     assert torch.equal(h1, h2) and torch.equal(v1, v2)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Keypoints.__getitem__(int) builds Keypoints([tensor[K, 3]]); "
-                                       "torch.as_tensor of a list holding a multi-element tensor raises "
-                                       "ValueError ('only one element tensors can be converted...')")
 def test_keypoints_int_index():
     """Indexing Keypoints with an int returns one instance, shape (1, K, 3) (like Boxes and BitMasks)."""
     t = torch.rand(3, 5, 3)
