@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from conftest import GOLDEN_CONFIGS, GOLDEN_IMAGES, build_golden_model, golden_match_rate, load_golden
+from golden_utils import GOLDEN_CONFIGS, GOLDEN_IMAGES, build_golden_model, golden_match_rate, load_golden
 from mrcnn_plugin.modeling.postprocessing import detector_postprocess
 
 REL = 1e-4

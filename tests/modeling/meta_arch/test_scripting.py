@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import GOLDEN_CONFIGS, build_golden_model, load_golden
+from golden_utils import GOLDEN_CONFIGS, build_golden_model, load_golden
 
 MODELS = list(GOLDEN_CONFIGS)
 
@@ -38,20 +38,34 @@ def _coco_image(shared_dir, short_side: int) -> dict:
 
 
 def _inputs(shared_dir, name):
+    """A golden photo, plus a COCO photo for the FPN models (the C4 model, ten times
+    slower per image, is checked on the golden photo only to keep the suite short)."""
     golden = load_golden(shared_dir, name, "chelsea")
     h, w = golden["orig_hw"]
-    return [{"image": golden["image_bgr_chw_uint8"], "height": torch.tensor(h), "width": torch.tensor(w)},
-            _coco_image(shared_dir, 480)]
+    inputs = [{"image": golden["image_bgr_chw_uint8"], "height": torch.tensor(h), "width": torch.tensor(w)}]
+    if "C4" not in name:
+        inputs.append(_coco_image(shared_dir, 480))
+    return inputs
+
+
+# Scripted, ROIAlign and NMS run as ATen-only code (eager: torchvision's kernels), so
+# sums are taken in another order: scores and probabilities agree to 1e-5, pixel
+# coordinates to 1e-4 px (float32 resolution at 1000 px is 6e-5), and a pasted mask
+# pixel can flip at the 0.5 threshold.
+_ATOL = {"pred_boxes": 1e-4, "pred_keypoints": 1e-4}
 
 
 def _assert_same_outputs(a: dict, b: dict) -> None:
     assert set(a) == set(b)
     assert a["pred_boxes"].shape[0] > 0, "test image gave no detections: the comparison would prove nothing"
+    assert torch.equal(a["pred_classes"], b["pred_classes"])
     for key in a:
-        if a[key].dtype == torch.bool:
-            assert torch.equal(a[key], b[key]), key
+        if key == "pred_masks":
+            inter = (a[key] & b[key]).flatten(1).sum(1).double()
+            union = (a[key] | b[key]).flatten(1).sum(1).double().clamp(min=1)
+            assert (inter / union).min() > 0.99 or (a[key] ^ b[key]).sum() <= 4, key
         elif a[key].is_floating_point():
-            torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=0, msg=key)
+            torch.testing.assert_close(a[key], b[key], atol=_ATOL.get(key, 1e-5), rtol=0, msg=key)
         else:
             assert torch.equal(a[key], b[key]), key
 
@@ -65,8 +79,9 @@ def test_state_dict_keys_equal_eager_and_reference(models, shared_dir):
 
 
 def test_scripted_equals_eager_on_real_images(models, shared_dir, tmp_path):
-    """Scripted outputs equal eager ones (atol 1e-5) on a golden photo and a COCO photo,
-    and a fresh Python process that only loads the saved file reproduces them."""
+    """Scripted outputs equal eager ones on a golden photo and a COCO photo (scores 1e-5,
+    coordinates 1e-4 px, same classes and masks), and a fresh Python process that loads
+    the saved file with neither mrcnn_plugin nor torchvision reproduces them."""
     eager, scripted, name = models
     inputs = _inputs(shared_dir, name)
     with torch.no_grad():
@@ -78,16 +93,16 @@ def test_scripted_equals_eager_on_real_images(models, shared_dir, tmp_path):
     model_path, inputs_path, out_path = tmp_path / "model.ts", tmp_path / "inputs.pt", tmp_path / "out.pt"
     scripted.save(str(model_path))
     torch.save(inputs, inputs_path)
-    # The model scripted as is uses torchvision's ROIAlign and NMS kernels, so the
-    # loading process registers them; the exported model (mrcnn_plugin.export) does not need this.
+    # Scripted, ROIAlign and NMS are ATen-only: the loading process needs neither
+    # mrcnn_plugin nor torchvision's operators.
     code = (
-        "import sys, torch, torchvision\n"
+        "import sys, torch\n"
         "torch.set_num_threads(2)\n"
         "m = torch.jit.load(sys.argv[1])\n"
         "inputs = torch.load(sys.argv[2])\n"
         "with torch.no_grad():\n"
         "    torch.save(m(inputs), sys.argv[3])\n"
-        "assert 'mrcnn_plugin' not in sys.modules\n"
+        "assert 'mrcnn_plugin' not in sys.modules and 'torchvision' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code, str(model_path), str(inputs_path), str(out_path)], check=True,
                    cwd=tmp_path)
