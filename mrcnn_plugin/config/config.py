@@ -411,7 +411,7 @@ _RULES: Dict[str, Tuple[Check, str]] = {
     "SOLVER.WARMUP_METHOD": _one_of("linear", "constant"),
     "SOLVER.CHECKPOINT_PERIOD": _int_at_least(1),
     "SOLVER.IMS_PER_BATCH": _int_at_least(1),
-    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": _one_of("value", "norm"),
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": _one_of("value", "norm", "full_model"),
     "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": _positive_number(),
     "SOLVER.CLIP_GRADIENTS.NORM_TYPE": _positive_number(),
     "TEST.EVAL_PERIOD": _int_at_least(0),

@@ -303,7 +303,8 @@ _C.SOLVER.IMS_PER_BATCH = 16
 _C.SOLVER.BIAS_LR_FACTOR = 1.0
 _C.SOLVER.WEIGHT_DECAY_BIAS = None
 _C.SOLVER.CLIP_GRADIENTS = CN({"ENABLED": False})
-# "value": clamp each gradient element; "norm": clip each parameter's norm.
+# "value": clamp each gradient element; "norm": clip each parameter's norm;
+# "full_model": clip the norm of all gradients together.
 _C.SOLVER.CLIP_GRADIENTS.CLIP_TYPE = "value"
 _C.SOLVER.CLIP_GRADIENTS.CLIP_VALUE = 1.0
 # p of the L-p norm for "norm" clipping (.inf for the max norm).

@@ -76,9 +76,14 @@ def _set_metadata(dataset_name: str, coco_api: COCO, json_file: str, image_root:
         meta.evaluator_type = "coco"
     with_keypoints = [c for c in cats if c.get("keypoints")]
     if with_keypoints:
+        # A registration may give its own keypoint metadata (e.g. a flip map that the
+        # names do not imply); the json fills in only what is missing.
         names = tuple(with_keypoints[0]["keypoints"])
-        meta.set(keypoint_names=names, keypoint_flip_map=keypoint_flip_map_from_names(names))
-        if with_keypoints[0].get("skeleton"):
+        if meta.get("keypoint_names") is None:
+            meta.set(keypoint_names=names)
+        if meta.get("keypoint_flip_map") is None:
+            meta.set(keypoint_flip_map=keypoint_flip_map_from_names(names))
+        if with_keypoints[0].get("skeleton") and meta.get("keypoint_connection_rules") is None:
             meta.set(keypoint_connection_rules=connection_rules_from_skeleton(
                 names, with_keypoints[0]["skeleton"]))
 
