@@ -5,6 +5,7 @@
     results = inference_on_dataset(model, data_loader, evaluator)
     logger.info("\n" + format_ap_table(results))
 """
+from .cityscapes_evaluation import CityscapesInstanceEvaluator
 from .coco_evaluation import (
     COCO_PERSON_KEYPOINT_OKS_SIGMAS,
     COCOEvaluator,
@@ -23,6 +24,7 @@ from .evaluator import (
 )
 
 __all__ = [
+    "CityscapesInstanceEvaluator",
     "COCO_PERSON_KEYPOINT_OKS_SIGMAS",
     "COCOEvaluator",
     "evaluate_coco_results",

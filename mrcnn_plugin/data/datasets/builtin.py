@@ -16,6 +16,7 @@ from typing import Dict, List, Tuple
 
 from ..catalog import DatasetCatalog, MetadataCatalog
 from .builtin_meta import coco_instances_metadata, coco_person_keypoints_metadata
+from .cityscapes import register_all_cityscapes
 from .coco import load_coco_json
 
 __all__ = ["register_all_builtin", "coco_mini_root", "datasets_root"]
@@ -79,3 +80,4 @@ def register_all_builtin() -> None:
             DatasetCatalog.register(name, functools.partial(loader, json_file, image_root, name))
             MetadataCatalog.get(name).set(json_file=json_file, image_root=image_root,
                                           evaluator_type="coco", **_metadata_for(name))
+    register_all_cityscapes(os.path.join(datasets_root(), "cityscapes"))
