@@ -2,6 +2,16 @@
 
     mrcnn info --config-file F [--height H --width W] [KEY VALUE ...]
         parameter count and FLOPs (fvcore) of the model at one input size
+    mrcnn train --config-file F [--resume] [--eval-only] [--num-gpus N] [--num-machines M]
+                [--machine-rank R] [--dist-url URL] [KEY VALUE ...]
+        trains (or with --eval-only evaluates MODEL.WEIGHTS) like detectron2's train_net.py
+    mrcnn demo (--config-file F | --model-ts PATH) --input IMAGES... --output DIR
+               [--confidence-threshold T] [KEY VALUE ...]
+        draws masks, boxes, labels and keypoints on images and writes PNGs
+    mrcnn convert --from {torchvision,detectron2,detectron} [--kind KIND] [--bn-eps EPS] IN OUT
+        converts a checkpoint to this package's (detectron2's) parameter names (.pth or .pkl by OUT)
+    mrcnn export --config-file F --output DIR [--method scripting|tracing] [KEY VALUE ...]
+        writes DIR/model.ts (TorchScript, preprocessing and postprocessing inside) and DIR/model.json
 """
 import argparse
 import sys
@@ -39,6 +49,28 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    cfg = _load_cfg(args.config_file, args.opts)
+    cfg.MODEL.DEVICE = "cpu"
+    path = export_model(cfg, args.output, method=args.method)
+    print(f"wrote {path} and {path.parent / 'model.json'}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .checkpoint import convert_checkpoint
+
+    try:
+        state = convert_checkpoint(args.source, args.input, args.output, kind=args.kind, bn_eps=args.bn_eps)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"mrcnn convert: {e}", file=sys.stderr)
+        return 1
+    print(f"wrote {len(state)} tensors to {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrcnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +82,39 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--seed", type=int, default=0, help="seed of the random weights and image")
     info.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     info.set_defaults(func=_cmd_info)
+
+    from .engine.train_cli import add_train_parser
+
+    add_train_parser(sub)
+
+    from .demo import add_demo_parser
+
+    add_demo_parser(sub)
+
+    from .checkpoint.convert import SOURCES
+    from .checkpoint import TORCHVISION_KINDS
+
+    convert = sub.add_parser("convert", help="convert torchvision / detectron2 / Detectron checkpoints",
+                             description="Converts a checkpoint into this package's (detectron2's) parameter "
+                                         "names. OUT's extension picks the format: .pth or .pkl (model zoo).")
+    convert.add_argument("--from", dest="source", choices=SOURCES, required=True,
+                         help="torchvision: a torchvision state_dict (needs --kind); detectron: a Caffe2 "
+                              "Detectron .pkl (e.g. R-50.pkl); detectron2: a detectron2 .pth / model-zoo .pkl")
+    convert.add_argument("--kind", choices=sorted(TORCHVISION_KINDS), help="torchvision model kind")
+    convert.add_argument("--bn-eps", type=float, default=None,
+                         help="batch-norm eps the torchvision weights ran with (default 0 for detection "
+                              "models, as torchvision runs its COCO weights; 1e-5 for resnet)")
+    convert.add_argument("input", help="checkpoint to read")
+    convert.add_argument("output", help="file to write (.pth or .pkl)")
+    convert.set_defaults(func=_cmd_convert)
+
+    export = sub.add_parser("export", help="write a deployable TorchScript model")
+    export.add_argument("--config-file", required=True, help="a YAML config; MODEL.WEIGHTS gives the weights")
+    export.add_argument("--output", required=True, help="folder for model.ts and model.json")
+    export.add_argument("--method", choices=["scripting", "tracing"], default="scripting",
+                        help="scripting (default) compiles everything; tracing traces the backbone")
+    export.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
+    export.set_defaults(func=_cmd_export)
     return parser
 
 
