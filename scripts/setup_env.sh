@@ -12,6 +12,10 @@ stamp=.venv/.mrcnn_installed
 want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing mrcnn_plugin and its dependencies into .venv (first time: a few minutes)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+  # pip's notes about this machine's local package indexes are noise: show its log only on failure.
+  if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]" > .venv/pip.log 2>&1; then
+    grep -v "is ignored: it is neither a file nor a directory" .venv/pip.log >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi

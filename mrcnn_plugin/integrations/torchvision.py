@@ -321,17 +321,7 @@ class TorchvisionGeneralizedRCNN(GeneralizedRCNN):
     (`torchvision_postprocess`). Inputs are this package's: an already resized image
     (`torchvision_resize`) and the original "height" / "width"."""
 
-    def inference(self, batched_inputs: List[Dict[str, Tensor]], do_postprocess: bool = True
-                  ) -> List[Dict[str, Tensor]]:
-        """Detections per image as dicts of tensors, at the original size when do_postprocess."""
-        images, image_sizes = self.preprocess_image(batched_inputs)
-        features = self.backbone(images)
-        proposal_boxes, _ = self.proposal_generator(image_sizes, features)
-        results = self.roi_heads(image_sizes, features, proposal_boxes)
-        if not do_postprocess:
-            return results
-        processed: List[Dict[str, Tensor]] = []
-        for result, x, image_size in zip(results, batched_inputs, image_sizes):
-            height, width = self._output_size(x)
-            processed.append(torchvision_postprocess(result, image_size, height, width))
-        return processed
+    def postprocess(self, result: Dict[str, Tensor], image_size: Tuple[int, int], height: int,
+                    width: int) -> Dict[str, Tensor]:
+        """torchvision's rescaling and mask paste instead of detectron2's."""
+        return torchvision_postprocess(result, image_size, height, width)

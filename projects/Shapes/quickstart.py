@@ -78,7 +78,11 @@ def main(argv=None) -> int:
                    results=results)
     from mrcnn_plugin.evaluation import format_ap_table
 
-    table = "\n\n".join(f"### {name}\n\n{format_ap_table(r)}" for name, r in results.items())
+    # One test dataset gives {task: metrics}; several give {dataset: {task: metrics}}.
+    if all(isinstance(v, dict) and all(isinstance(x, dict) for x in v.values()) for v in results.values()):
+        table = "\n\n".join(f"### {name}\n\n{format_ap_table(r)}" for name, r in results.items())
+    else:
+        table = f"### {cfg.DATASETS.TEST[0]}\n\n{format_ap_table(results)}"
     (out / "ap_table.md").write_text(table + "\n")
     print(table)
     shutil.copy(out / "train" / "curves.png", out / "curves.png")

@@ -24,6 +24,14 @@ def _freeze(module: nn.Module) -> nn.Module:
     return FrozenBatchNorm2d.convert_frozen_batchnorm(module)
 
 
+def _projection_shortcut(in_channels: int, out_channels: int, stride: int, norm: str) -> Optional[nn.Module]:
+    """1x1 convolution + norm matching a block's output shape, or None when the identity fits."""
+    if in_channels == out_channels:
+        return None
+    return Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False,
+                  norm=get_norm(norm, out_channels))
+
+
 class BasicStem(nn.Module):
     """7x7 convolution with stride 2, then 3x3 max pooling with stride 2: stride 4 overall."""
 
@@ -49,12 +57,7 @@ class BasicBlock(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
-        if in_channels != out_channels:
-            self.shortcut: Optional[nn.Module] = Conv2d(in_channels, out_channels, kernel_size=1,
-                                                        stride=stride, bias=False,
-                                                        norm=get_norm(norm, out_channels))
-        else:
-            self.shortcut = None
+        self.shortcut = _projection_shortcut(in_channels, out_channels, stride, norm)
         self.conv1 = Conv2d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1, bias=False,
                             norm=get_norm(norm, out_channels))
         self.conv2 = Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1, bias=False,
@@ -80,12 +83,7 @@ class BottleneckBlock(nn.Module):
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.stride = stride
-        if in_channels != out_channels:
-            self.shortcut: Optional[nn.Module] = Conv2d(in_channels, out_channels, kernel_size=1,
-                                                        stride=stride, bias=False,
-                                                        norm=get_norm(norm, out_channels))
-        else:
-            self.shortcut = None
+        self.shortcut = _projection_shortcut(in_channels, out_channels, stride, norm)
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = Conv2d(in_channels, bottleneck_channels, kernel_size=1, stride=stride_1x1, bias=False,
                             norm=get_norm(norm, bottleneck_channels))

@@ -106,8 +106,13 @@ class GeneralizedRCNN(nn.Module):
         processed: List[Dict[str, Tensor]] = []
         for result, x, image_size in zip(results, batched_inputs, image_sizes):
             height, width = self._output_size(x)
-            processed.append(detector_postprocess(result, image_size, height, width))
+            processed.append(self.postprocess(result, image_size, height, width))
         return processed
+
+    def postprocess(self, result: Dict[str, Tensor], image_size: Tuple[int, int], height: int,
+                    width: int) -> Dict[str, Tensor]:
+        """One image's detections from the network's input size (image_size) to (height, width)."""
+        return detector_postprocess(result, image_size, height, width)
 
     @staticmethod
     def _output_size(x: Dict[str, Tensor]) -> Tuple[int, int]:
