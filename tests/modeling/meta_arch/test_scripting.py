@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from detection_compare import assert_same_detections
 from golden_utils import GOLDEN_CONFIGS, build_golden_model, load_golden
 
 MODELS = list(GOLDEN_CONFIGS)
@@ -48,28 +49,6 @@ def _inputs(shared_dir, name):
     return inputs
 
 
-# Scripted, ROIAlign and NMS run as ATen-only code (eager: torchvision's kernels), so
-# sums are taken in another order: scores and probabilities agree to 1e-5, pixel
-# coordinates to 1e-4 px (float32 resolution at 1000 px is 6e-5), and a pasted mask
-# pixel can flip at the 0.5 threshold.
-_ATOL = {"pred_boxes": 1e-4, "pred_keypoints": 1e-4}
-
-
-def _assert_same_outputs(a: dict, b: dict) -> None:
-    assert set(a) == set(b)
-    assert a["pred_boxes"].shape[0] > 0, "test image gave no detections: the comparison would prove nothing"
-    assert torch.equal(a["pred_classes"], b["pred_classes"])
-    for key in a:
-        if key == "pred_masks":
-            inter = (a[key] & b[key]).flatten(1).sum(1).double()
-            union = (a[key] | b[key]).flatten(1).sum(1).double().clamp(min=1)
-            assert (inter / union).min() > 0.99 or (a[key] ^ b[key]).sum() <= 4, key
-        elif a[key].is_floating_point():
-            torch.testing.assert_close(a[key], b[key], atol=_ATOL.get(key, 1e-5), rtol=0, msg=key)
-        else:
-            assert torch.equal(a[key], b[key]), key
-
-
 def test_state_dict_keys_equal_eager_and_reference(models, shared_dir):
     """Scripting renames nothing: scripted keys and shapes == eager == detectron2's."""
     eager, scripted, name = models
@@ -88,7 +67,7 @@ def test_scripted_equals_eager_on_real_images(models, shared_dir, tmp_path):
         expected = eager.inference(inputs)
         got = scripted(inputs)
     for a, b in zip(got, expected):
-        _assert_same_outputs(a, b)
+        assert_same_detections(a, b)
 
     model_path, inputs_path, out_path = tmp_path / "model.ts", tmp_path / "inputs.pt", tmp_path / "out.pt"
     scripted.save(str(model_path))
@@ -108,4 +87,4 @@ def test_scripted_equals_eager_on_real_images(models, shared_dir, tmp_path):
                    cwd=tmp_path)
     reloaded = torch.load(out_path)
     for a, b in zip(reloaded, expected):
-        _assert_same_outputs(a, b)
+        assert_same_detections(a, b)

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
+from detection_compare import assert_same_detections
 from mrcnn_plugin.config import get_cfg
 from mrcnn_plugin.modeling import build_model
 from mrcnn_plugin.structures import Boxes, Instances, Keypoints, PolygonMasks
@@ -151,7 +152,7 @@ def test_overfits_two_images(shared_dir):
 ], ids=["agnostic-mask", "agnostic-box", "roipool", "roialign-v1", "bitmask-targets", "conv-gn-box-head"])
 def test_head_variants_train_and_script(overrides, shared_dir):
     """Each head variant of the config trains one step with finite losses, and its inference
-    path scripts and matches eager."""
+    path scripts and matches eager (up to the float rounding of the scripted ATen-only ops)."""
     cfg = _small_cfg(80, keypoints=False)
     cfg.merge_from_list(overrides)
     torch.manual_seed(0)
@@ -181,6 +182,4 @@ def test_head_variants_train_and_script(overrides, shared_dir):
     inputs = [{"image": sample["image"]}]
     with torch.no_grad():
         expected, got = model.inference(inputs)[0], scripted(inputs)[0]
-    assert set(expected) == set(got) and expected["scores"].numel() > 0
-    for k in expected:
-        torch.testing.assert_close(got[k], expected[k], atol=1e-5, rtol=0)
+    assert_same_detections(got, expected)
