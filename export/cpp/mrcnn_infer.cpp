@@ -1,7 +1,7 @@
 // mrcnn_infer: detections from an exported mrcnn_plugin model, with LibTorch and OpenCV only.
 //
 //   mrcnn_infer --model model.ts [--device cpu|cuda] [--threads N] [--json out.json]
-//               [--vis out.png | --vis DIR] IMAGE...
+//               [--vis out.png | --vis DIR] [--vis-threshold T] IMAGE...
 //
 // The model (written by `mrcnn export`) takes original-size uint8 images and does all
 // preprocessing and postprocessing itself; this program only reads images, calls it,
@@ -37,6 +37,7 @@ struct Options {
   int threads = 0;
   std::string json_path;
   std::string vis_path;
+  float vis_threshold = 0.5f;  // pictures show detections scoring at least this; JSON keeps all
   std::vector<std::string> images;
 };
 
@@ -67,7 +68,7 @@ class ExitError : public std::runtime_error {
 
 void usage() {
   std::cerr << "usage: mrcnn_infer --model model.ts [--device cpu|cuda] [--threads N] [--json out.json]\n"
-               "                   [--vis out.png|DIR] IMAGE...\n";
+               "                   [--vis out.png|DIR] [--vis-threshold T] IMAGE...\n";
 }
 
 Options parse_args(int argc, char** argv) {
@@ -86,6 +87,10 @@ Options parse_args(int argc, char** argv) {
     }
     else if (a == "--json") opt.json_path = next("--json");
     else if (a == "--vis") opt.vis_path = next("--vis");
+    else if (a == "--vis-threshold") {
+      std::string v = next("--vis-threshold");
+      try { opt.vis_threshold = std::stof(v); } catch (...) { throw ExitError(2, "error: --vis-threshold needs a number, got " + v); }
+    }
     else if (a == "-h" || a == "--help") { usage(); std::exit(0); }
     else if (a.rfind("--", 0) == 0) throw ExitError(2, "error: unknown option " + a);
     else opt.images.push_back(a);
@@ -212,12 +217,13 @@ cv::Scalar color_for(int i) {
 }
 
 void draw(const std::string& image_path, const std::string& out_path, const std::vector<Detection>& dets,
-          const c10::Dict<c10::IValue, c10::IValue>& out, const Metadata& meta) {
+          const c10::Dict<c10::IValue, c10::IValue>& out, const Metadata& meta, float threshold) {
   cv::Mat canvas = cv::imread(image_path, cv::IMREAD_COLOR);
   auto it = out.find("masks");
   torch::Tensor masks = it == out.end() ? torch::Tensor() : it->value().toTensor().to(torch::kCPU).contiguous();
   for (size_t i = 0; i < dets.size(); ++i) {
     const Detection& d = dets[i];
+    if (d.score < threshold) continue;
     cv::Scalar color = color_for(static_cast<int>(i));
     if (masks.defined()) {
       torch::Tensor m = masks[i].contiguous();
@@ -324,7 +330,7 @@ int run(int argc, char** argv) {
       if (d.mask_area >= 0) std::printf("  mask area %lld", static_cast<long long>(d.mask_area));
       std::printf("\n");
     }
-    if (!opt.vis_path.empty()) draw(path, vis_path_for(opt, path), dets, out, meta);
+    if (!opt.vis_path.empty()) draw(path, vis_path_for(opt, path), dets, out, meta, opt.vis_threshold);
     write_json_image(json, path, h, w, ms, dets, meta);
     json << (n + 1 < opt.images.size() ? ",\n" : "\n");
   }
