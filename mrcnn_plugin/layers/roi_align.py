@@ -51,16 +51,18 @@ def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, pooled: int, si
     return weights, origin
 
 
-def _roi_align_group(nhwc: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,
-                     sampling_ratio: int, aligned: bool) -> Tensor:
-    """ROIAlign of a group of ROIs: nhwc Tensor[N, H, W, C], rois Tensor[R, 5] -> Tensor[R, C, PH, PW].
+def _group_weights(rois: Tensor, output_size: Tuple[int, int], spatial_scale: float, sampling_ratio: int,
+                   aligned: bool, height: int, width: int) -> Tuple[Tensor, Tensor, Tensor]:
+    """The separable ROIAlign of a group of ROIs on one feature level.
 
-    Bilinear sampling and bin averaging are separable in y and x, so each ROI's
-    output is Ay @ crop @ Ax^T over the feature pixels its samples touch.
+    rois: Tensor[R, 5] (pooler format); height, width: the feature map's size.
+    Bilinear sampling and bin averaging are separable in y and x, so ROI r's
+    output is ay[r] @ crop[r] @ ax[r]^T over the Hc x Wc feature pixels its
+    samples touch. Returns ay Tensor[R, PH, Hc] (divided by the sample count),
+    ax Tensor[R, PW, Wc] and index Tensor[R * Hc * Wc] int64: the crops' pixels
+    as rows of the features flattened to Tensor[N * H * W, C].
     """
     ph, pw = output_size
-    h, w, c = nhwc.shape[1], nhwc.shape[2], nhwc.shape[3]
-    r = rois.shape[0]
     offset = 0.5 if aligned else 0.0
     x0 = rois[:, 1] * spatial_scale - offset
     y0 = rois[:, 2] * spatial_scale - offset
@@ -76,48 +78,74 @@ def _roi_align_group(nhwc: Tensor, rois: Tensor, output_size: Tuple[int, int], s
         grid_h = torch.ceil(roi_h / ph)
         grid_w = torch.ceil(roi_w / pw)
     count = (grid_h * grid_w).clamp(min=1.0)
-    ay, oy = _axis_weights(y0, roi_h / ph, grid_h, ph, h)                              # [R, PH, Hc]
-    ax, ox = _axis_weights(x0, roi_w / pw, grid_w, pw, w)                              # [R, PW, Wc]
+    ay, oy = _axis_weights(y0, roi_h / ph, grid_h, ph, height)
+    ax, ox = _axis_weights(x0, roi_w / pw, grid_w, pw, width)
     hc, wc = ay.shape[2], ax.shape[2]
-    rows = (oy[:, None] + torch.arange(hc, device=nhwc.device)).clamp(max=h - 1)
-    cols = (ox[:, None] + torch.arange(wc, device=nhwc.device)).clamp(max=w - 1)
+    rows = (oy[:, None] + torch.arange(hc, device=rois.device)).clamp(max=height - 1)
+    cols = (ox[:, None] + torch.arange(wc, device=rois.device)).clamp(max=width - 1)
     batch = rois[:, 0].long()
-    crops = nhwc[batch[:, None, None], rows[:, :, None], cols[:, None, :]]             # [R, Hc, Wc, C]
-    ay = ay / count[:, None, None]
-    rows_pooled = torch.bmm(ay, crops.reshape(r, hc, wc * c)).reshape(r, ph, wc, c)   # [R, PH, Wc, C]
-    return torch.matmul(rows_pooled.permute(0, 3, 1, 2), ax.transpose(1, 2)[:, None])  # [R, C, PH, PW]
+    index = (batch[:, None, None] * (height * width) + rows[:, :, None] * width + cols[:, None, :]).reshape(-1)
+    return ay / count[:, None, None], ax, index
+
+
+def _pool_crops(ay: Tensor, ax: Tensor, crops: Tensor) -> Tensor:
+    """ay Tensor[R, PH, Hc], ax Tensor[R, PW, Wc], crops Tensor[R * Hc * Wc, C] -> Tensor[R, PH, PW, C]."""
+    r, ph, hc, wc = ay.shape[0], ay.shape[1], ay.shape[2], ax.shape[2]
+    c = crops.shape[1]
+    rows_pooled = torch.bmm(ay, crops.reshape(r, hc, wc * c)).reshape(r, ph, wc, c)
+    return torch.matmul(ax[:, None], rows_pooled)
 
 
 def roi_align_aten(features: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,
-                   sampling_ratio: int, aligned: bool, crop_budget: int = 1 << 22) -> Tensor:
+                   sampling_ratio: int, aligned: bool, crop_budget: int = 1 << 21) -> Tensor:
     """ROIAlign from ATen operators only, equal to torchvision.ops.roi_align up to float rounding.
 
     features: Tensor[N, C, H, W]; rois: Tensor[R, 5] -> Tensor[R, C, PH, PW].
-    Differentiable. ROIs are processed in groups of similar size so that the
-    crops gathered at once hold at most about crop_budget elements.
+    Differentiable. ROIs are processed in groups of similar size, each gathering
+    crops of about crop_budget elements at most. Without gradients each group
+    gathers its own crops (they stay in cache for the matmuls); with gradients
+    all crops are gathered at once, so that the backward pass is a single
+    index_add into one gradient map, 2-4x faster than torchvision's kernel.
     """
     ph, pw = output_size
-    c, h, w = features.shape[1], features.shape[2], features.shape[3]
+    n, c, h, w = features.shape[0], features.shape[1], features.shape[2], features.shape[3]
     r = rois.shape[0]
-    out = features.new_zeros((r, c, ph, pw))
     if r == 0:
-        return out
-    nhwc = features.permute(0, 2, 3, 1).contiguous()
+        return features.new_zeros((r, c, ph, pw))
     extent_x = ((rois[:, 3] - rois[:, 1]) * spatial_scale).clamp(min=0.0, max=float(w)).ceil() + 3.0
     extent_y = ((rois[:, 4] - rois[:, 2]) * spatial_scale).clamp(min=0.0, max=float(h)).ceil() + 3.0
     area = extent_x * extent_y
     order = torch.argsort(area)
     area_sorted: List[float] = area[order].tolist()
+    ays: List[Tensor] = []
+    axs: List[Tensor] = []
+    indices: List[Tensor] = []
     start = 0
     while start < r:
         end = start + 1
         # Grow the group while its largest crop (the last, by sorting) fits the budget.
         while end < r and area_sorted[end] * c * (end + 1 - start) <= crop_budget:
             end += 1
-        idx = order[start:end]
-        out[idx] = _roi_align_group(nhwc, rois[idx], output_size, spatial_scale, sampling_ratio, aligned)
+        ay, ax, index = _group_weights(rois[order[start:end]], output_size, spatial_scale, sampling_ratio,
+                                       aligned, h, w)
+        ays.append(ay)
+        axs.append(ax)
+        indices.append(index)
         start = end
-    return out
+    flat = features.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    parts: List[Tensor] = []
+    if features.requires_grad:
+        crops = flat.index_select(0, torch.cat(indices))
+        sizes: List[int] = [int(i.shape[0]) for i in indices]
+        for ay, ax, group_crops in zip(ays, axs, crops.split_with_sizes(sizes)):
+            parts.append(_pool_crops(ay, ax, group_crops))
+    else:
+        for ay, ax, index in zip(ays, axs, indices):
+            parts.append(_pool_crops(ay, ax, flat.index_select(0, index)))
+    pooled = torch.cat(parts) if len(parts) > 1 else parts[0]                          # [R, PH, PW, C], sorted
+    unsort = torch.empty_like(order)
+    unsort[order] = torch.arange(r, device=order.device)
+    return pooled.index_select(0, unsort).permute(0, 3, 1, 2)
 
 
 class ROIAlign(nn.Module):
@@ -141,7 +169,9 @@ class ROIAlign(nn.Module):
         """features: Tensor[N, C, H, W]; rois: Tensor[R, 5] -> Tensor[R, C, *output_size]."""
         if features.dtype != rois.dtype:
             rois = rois.to(features.dtype)
-        if torch.jit.is_scripting():
+        # Scripted models hold ATen operators only. In training the ATen version is used too:
+        # its backward pass is several times faster than torchvision's on CPU.
+        if torch.jit.is_scripting() or features.requires_grad:
             return roi_align_aten(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
                                   self.aligned)
         return tv_roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
