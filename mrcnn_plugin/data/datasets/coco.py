@@ -40,6 +40,7 @@ _DROP_REASONS = {
     "empty_box": "a box of zero or negative width/height",
     "unknown_category": "a category_id not in the json's categories",
     "no_valid_polygon": "no polygon of at least 3 points",
+    "rle_size_mismatch": "an RLE mask whose size is not its image's height x width",
     "bad_keypoints": "keypoints whose length is not a multiple of 3",
 }
 
@@ -145,7 +146,8 @@ def load_coco_json(json_file: str, image_root: str, dataset_name: Optional[str] 
                   "height": img["height"], "width": img["width"], "image_id": img_id}
         objs = []
         for anno in anns:
-            obj, reason, n_removed = _convert_annotation(anno, ann_keys, id_map, json_file)
+            obj, reason, n_removed = _convert_annotation(anno, ann_keys, id_map, json_file,
+                                                         (img["height"], img["width"]))
             if reason is not None:
                 dropped[reason].append(anno.get("id"))
                 continue
@@ -177,8 +179,10 @@ def _check_annotation_ids(json_file: str, coco_api: COCO, anns_per_image: List[L
 
 
 def _convert_annotation(anno: Dict[str, Any], ann_keys: List[str], id_map: Dict[int, int],
-                        json_file: str) -> Tuple[Optional[Dict[str, Any]], Optional[str], int]:
-    """One json annotation -> (record annotation, None, polygons removed) or (None, drop reason, 0)."""
+                        json_file: str, image_size: Tuple[int, int]
+                        ) -> Tuple[Optional[Dict[str, Any]], Optional[str], int]:
+    """One json annotation of an image of image_size (height, width) -> (record annotation, None,
+    polygons removed) or (None, drop reason, 0)."""
     if anno.get("ignore", 0) != 0:
         raise ValueError(f"Annotation id {anno.get('id')} in {json_file!r} sets \"ignore\", which "
                          "COCO-format loading does not support (use iscrowd)")
@@ -195,6 +199,9 @@ def _convert_annotation(anno: Dict[str, Any], ann_keys: List[str], id_map: Dict[
     n_removed = 0
     segm = anno.get("segmentation")
     if segm:  # an empty or absent segmentation means "no mask", as in detectron2
+        # An RLE of another size cannot be placed on the image (training would stop at its resize).
+        if isinstance(segm, dict) and [int(s) for s in segm.get("size", ())] != [int(v) for v in image_size]:
+            return None, "rle_size_mismatch", 0
         segm, n_removed = _clean_segmentation(segm)
         if segm is None:
             return None, "no_valid_polygon", 0
