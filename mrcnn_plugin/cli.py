@@ -8,8 +8,10 @@
     mrcnn demo (--config-file F | --model-ts PATH) --input IMAGES... --output DIR
                [--confidence-threshold T] [KEY VALUE ...]
         draws masks, boxes, labels and keypoints on images and writes PNGs
-    mrcnn convert --from {torchvision,detectron2,detectron} [--kind KIND] [--bn-eps EPS] IN OUT
-        converts a checkpoint to this package's (detectron2's) parameter names (.pth or .pkl by OUT)
+    mrcnn convert --from {torchvision,detectron2,detectron} [--kind KIND] [--bn-eps EPS]
+                  [--remap-classes coco-to-cityscapes] IN OUT
+        converts a checkpoint to this package's (detectron2's) parameter names (.pth or .pkl by OUT);
+        --remap-classes also keeps only the class rows a new label set needs (fine-tuning init)
     mrcnn export --config-file F --output DIR [--method scripting|tracing] [KEY VALUE ...]
         writes DIR/model.ts (TorchScript, preprocessing and postprocessing inside) and DIR/model.json
 """
@@ -61,9 +63,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoint import convert_checkpoint
+    from .checkpoint.convert import convert_checkpoint_remapped
 
     try:
-        state = convert_checkpoint(args.source, args.input, args.output, kind=args.kind, bn_eps=args.bn_eps)
+        if args.remap_classes:
+            state = convert_checkpoint_remapped(args.source, args.input, args.output, args.remap_classes,
+                                                kind=args.kind, bn_eps=args.bn_eps)
+        else:
+            state = convert_checkpoint(args.source, args.input, args.output, kind=args.kind, bn_eps=args.bn_eps)
     except (ValueError, FileNotFoundError) as e:
         print(f"mrcnn convert: {e}", file=sys.stderr)
         return 1
@@ -91,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_demo_parser(sub)
 
-    from .checkpoint.convert import SOURCES
+    from .checkpoint.convert import CLASS_REMAPS, SOURCES
     from .checkpoint import TORCHVISION_KINDS
 
     convert = sub.add_parser("convert", help="convert torchvision / detectron2 / Detectron checkpoints",
@@ -104,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--bn-eps", type=float, default=None,
                          help="batch-norm eps the torchvision weights ran with (default 0 for detection "
                               "models, as torchvision runs its COCO weights; 1e-5 for resnet)")
+    convert.add_argument("--remap-classes", choices=sorted(CLASS_REMAPS), default=None, metavar="REMAP",
+                         help="after converting, keep only the class rows (box predictor cls_score with its "
+                              "background row last, bbox_pred's 4 rows per class, one mask predictor channel "
+                              "per class) that a new label set needs, each copied from its source class, to "
+                              "initialise fine-tuning. coco-to-cityscapes: an 80-class COCO model -> the 8 "
+                              "Cityscapes classes person, rider (from COCO person), car, truck, bus, train, "
+                              "motorcycle, bicycle (projects/Cityscapes). Choices: "
+                              + ", ".join(sorted(CLASS_REMAPS)))
     convert.add_argument("input", help="checkpoint to read")
     convert.add_argument("output", help="file to write (.pth or .pkl)")
     convert.set_defaults(func=_cmd_convert)
