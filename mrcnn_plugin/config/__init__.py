@@ -13,7 +13,7 @@ from .config import (
     get_cfg,
     reset_unused_key_reports,
 )
-from .defaults import UNUSED_DETECTRON2_DEFAULTS, UNUSED_DETECTRON2_KEYS
+from .defaults import PLUGIN_KEYS, UNUSED_DETECTRON2_DEFAULTS, UNUSED_DETECTRON2_KEYS
 
 __all__ = [
     "CfgNode",
@@ -23,4 +23,5 @@ __all__ = [
     "reset_unused_key_reports",
     "UNUSED_DETECTRON2_DEFAULTS",
     "UNUSED_DETECTRON2_KEYS",
+    "PLUGIN_KEYS",
 ]

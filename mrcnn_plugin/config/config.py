@@ -320,6 +320,8 @@ def _non_empty_str() -> Tuple[Check, str]:
 
 
 _FEATURE_NAMES = ("stem", "res2", "res3", "res4", "res5")
+_POOLER_TYPES = ("ROIAlign", "ROIAlignV2", "ROIPool")
+_BIN_REDUCTIONS = ("avg", "max")
 
 # Per-key rules: each key must satisfy its check on its own.
 _RULES: Dict[str, Tuple[Check, str]] = {
@@ -373,12 +375,21 @@ _RULES: Dict[str, Tuple[Check, str]] = {
     "MODEL.ROI_BOX_HEAD.FC_DIM": _int_at_least(1),
     "MODEL.ROI_BOX_HEAD.NUM_CONV": _int_at_least(0),
     "MODEL.ROI_BOX_HEAD.CONV_DIM": _int_at_least(1),
+    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": _one_of(*_POOLER_TYPES),
+    "MODEL.ROI_BOX_HEAD.POOLER_BIN_REDUCTION": _one_of(*_BIN_REDUCTIONS),
     "MODEL.ROI_MASK_HEAD.POOLER_RESOLUTION": _int_at_least(1),
     "MODEL.ROI_MASK_HEAD.POOLER_SAMPLING_RATIO": _int_at_least(0),
     "MODEL.ROI_MASK_HEAD.NUM_CONV": _int_at_least(0),
     "MODEL.ROI_MASK_HEAD.CONV_DIM": _int_at_least(1),
+    "MODEL.ROI_MASK_HEAD.POOLER_TYPE": _one_of(*_POOLER_TYPES),
+    "MODEL.ROI_MASK_HEAD.POOLER_BIN_REDUCTION": _one_of(*_BIN_REDUCTIONS),
+    "MODEL.ROI_MASK_HEAD.LOSS_TYPE": _one_of("sigmoid", "softmax"),
+    "MODEL.ROI_MASK_HEAD.NUM_FC": _int_at_least(0),
+    "MODEL.ROI_MASK_HEAD.FC_DIM": _int_at_least(1),
     "MODEL.ROI_KEYPOINT_HEAD.POOLER_RESOLUTION": _int_at_least(1),
     "MODEL.ROI_KEYPOINT_HEAD.POOLER_SAMPLING_RATIO": _int_at_least(0),
+    "MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE": _one_of(*_POOLER_TYPES),
+    "MODEL.ROI_KEYPOINT_HEAD.POOLER_BIN_REDUCTION": _one_of(*_BIN_REDUCTIONS),
     "MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS": _list_of(_int_at_least(1)),
     "MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS": _int_at_least(1),
     "MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE": _int_at_least(0),
@@ -445,6 +456,11 @@ def _cross_key_problems(cfg: "CfgNode") -> List[str]:
         problems.append(
             f"INPUT.MIN_SIZE_TRAIN = {cfg.INPUT.MIN_SIZE_TRAIN!r}: must be (min, max) when "
             "INPUT.MIN_SIZE_TRAIN_SAMPLING is 'range'"
+        )
+    if cfg.MODEL.ROI_MASK_HEAD.LOSS_TYPE == "softmax" and cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK:
+        problems.append(
+            "MODEL.ROI_MASK_HEAD.LOSS_TYPE = 'softmax' competes across classes: it needs class-specific "
+            "masks (MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK False); with one mask it would be the sigmoid loss"
         )
     sigmas = cfg.TEST.KEYPOINT_OKS_SIGMAS
     num_keypoints = cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS

@@ -203,6 +203,10 @@ _C.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION = 14
 _C.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO = 0
 # "ROIAlignV2" is ROIAlign with aligned=True (half-pixel correction).
 _C.MODEL.ROI_BOX_HEAD.POOLER_TYPE = "ROIAlignV2"
+# How ROIAlign reduces the bilinear samples of a bin: "avg" (detectron2's
+# and the paper's choice) or "max" (the paper's Table 2c ablation). ROIPool
+# always takes the max over its quantized bins. Plugin-specific key.
+_C.MODEL.ROI_BOX_HEAD.POOLER_BIN_REDUCTION = "avg"
 _C.MODEL.ROI_BOX_HEAD.NUM_FC = 0
 _C.MODEL.ROI_BOX_HEAD.FC_DIM = 1024
 _C.MODEL.ROI_BOX_HEAD.NUM_CONV = 0
@@ -229,6 +233,17 @@ _C.MODEL.ROI_MASK_HEAD.NORM = ""
 # One mask for all classes instead of one per class.
 _C.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK = False
 _C.MODEL.ROI_MASK_HEAD.POOLER_TYPE = "ROIAlignV2"
+# "avg" or "max" over each ROIAlign bin's samples (see ROI_BOX_HEAD).
+_C.MODEL.ROI_MASK_HEAD.POOLER_BIN_REDUCTION = "avg"
+# Mask loss: "sigmoid" (per-class binary cross entropy, the paper's) or
+# "softmax" (per-pixel cross entropy across the classes and a background, the
+# paper's "multinomial" ablation); inference uses the matching probabilities.
+# Plugin-specific key.
+_C.MODEL.ROI_MASK_HEAD.LOSS_TYPE = "sigmoid"
+# Fully connected layers of the "MaskRCNNMLPHead" mask head (the paper's MLP
+# ablation), before its predictor. Plugin-specific keys.
+_C.MODEL.ROI_MASK_HEAD.NUM_FC = 2
+_C.MODEL.ROI_MASK_HEAD.FC_DIM = 1024
 
 # -----------------------------------------------------------------------------
 # Keypoint head
@@ -247,6 +262,8 @@ _C.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE = 1
 _C.MODEL.ROI_KEYPOINT_HEAD.NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS = True
 _C.MODEL.ROI_KEYPOINT_HEAD.LOSS_WEIGHT = 1.0
 _C.MODEL.ROI_KEYPOINT_HEAD.POOLER_TYPE = "ROIAlignV2"
+# "avg" or "max" over each ROIAlign bin's samples (see ROI_BOX_HEAD).
+_C.MODEL.ROI_KEYPOINT_HEAD.POOLER_BIN_REDUCTION = "avg"
 
 # -----------------------------------------------------------------------------
 # ResNet / ResNeXt (backbone, and the res5 box head of C4 models)
@@ -323,7 +340,11 @@ _C.TEST.EVAL_PERIOD = 0
 # Per-keypoint OKS sigmas for evaluation; empty = COCO's.
 _C.TEST.KEYPOINT_OKS_SIGMAS = []
 _C.TEST.DETECTIONS_PER_IMAGE = 100
-# Test-time augmentation (multi-scale and flip).
+# Test-time augmentation (multi-scale and flip) at evaluation: each image is
+# run at every short side in MIN_SIZES (long side at most MAX_SIZE) and, with
+# FLIP, mirrored too; boxes are merged by per-class NMS and masks averaged
+# (modeling/test_time_augmentation.py). Evaluated after training and with
+# --eval-only, results reported as "bbox_TTA" / "segm_TTA".
 _C.TEST.AUG = CN({"ENABLED": False})
 _C.TEST.AUG.MIN_SIZES = (400, 500, 600, 700, 800, 900, 1000, 1100, 1200)
 _C.TEST.AUG.MAX_SIZE = 4000
@@ -411,3 +432,18 @@ UNUSED_DETECTRON2_DEFAULTS: Dict[str, Any] = {
 }
 
 UNUSED_DETECTRON2_KEYS: FrozenSet[str] = frozenset(UNUSED_DETECTRON2_DEFAULTS)
+
+# -----------------------------------------------------------------------------
+# Keys of `_C` that detectron2 does not have
+# -----------------------------------------------------------------------------
+# A config built by detectron2 itself lacks them, so the code that reads them
+# falls back to these defaults (`node.get(KEY, default)`).
+PLUGIN_KEYS: FrozenSet[str] = frozenset({
+    "PLUGINS",
+    "MODEL.ROI_BOX_HEAD.POOLER_BIN_REDUCTION",
+    "MODEL.ROI_MASK_HEAD.POOLER_BIN_REDUCTION",
+    "MODEL.ROI_MASK_HEAD.LOSS_TYPE",
+    "MODEL.ROI_MASK_HEAD.NUM_FC",
+    "MODEL.ROI_MASK_HEAD.FC_DIM",
+    "MODEL.ROI_KEYPOINT_HEAD.POOLER_BIN_REDUCTION",
+})

@@ -183,7 +183,8 @@ def setup(config_file: str, opts: List[str]):
 
 
 def _evaluate_only(cfg, resume: bool) -> Dict[str, Any]:
-    """Loads MODEL.WEIGHTS (or with resume, OUTPUT_DIR's newest checkpoint) and evaluates on DATASETS.TEST."""
+    """Loads MODEL.WEIGHTS (or with resume, OUTPUT_DIR's newest checkpoint) and evaluates on DATASETS.TEST,
+    also with test-time augmentation when TEST.AUG.ENABLED."""
     from ..evaluation import format_ap_table
     from .checkpointing import load_newest_complete_checkpoint, make_checkpointer
     from .trainer import Trainer
@@ -197,6 +198,8 @@ def _evaluate_only(cfg, resume: bool) -> Dict[str, Any]:
             logger.warning("MODEL.WEIGHTS is empty: evaluating a randomly initialised model")
         checkpointer.load(cfg.MODEL.WEIGHTS)
     results = Trainer.test(cfg, model)
+    if cfg.TEST.AUG.ENABLED:
+        results = {**results, **Trainer.test_with_TTA(cfg, model)}
     if is_main_process():
         per_dataset = {cfg.DATASETS.TEST[0]: results} if len(cfg.DATASETS.TEST) == 1 else results
         for name, dataset_results in per_dataset.items():

@@ -13,7 +13,8 @@ lr scheduler step. Then, in this order:
   the end (`model_final.pth`), `last_checkpoint` naming the newest;
 - evaluation on DATASETS.TEST every TEST.EVAL_PERIOD iterations and at the end
   (COCOEvaluator; random generators are left as they were, so evaluating does not
-  change the training that follows);
+  change the training that follows); at the end also with test-time augmentation
+  when TEST.AUG.ENABLED (`test_with_TTA`, results "bbox_TTA", "segm_TTA");
 - metrics every `log_period` iterations, at evaluations and at the end: one line in
   OUTPUT_DIR/metrics.json, TensorBoard scalars, a log line (or a tqdm bar when stderr is
   a terminal). At the end, OUTPUT_DIR/curves.png.
@@ -230,6 +231,36 @@ class Trainer:
             return next(iter(results.values()))
         return results
 
+    @classmethod
+    def test_with_TTA(cls, cfg, model: nn.Module) -> Dict[str, Any]:
+        """Evaluates `model` with test-time augmentation (TEST.AUG.*; see
+        modeling/test_time_augmentation.py) on every dataset of DATASETS.TEST.
+
+        Images are read at their original resolution and resized once per augmentation.
+        Results as `test`'s, with "_TTA" appended to the top-level keys ("bbox_TTA",
+        "segm_TTA"; or the dataset names with several datasets); evaluator outputs go to
+        OUTPUT_DIR/inference_TTA/<dataset>.
+        """
+        from ..data import DatasetMapper, build_detection_test_loader
+        from ..evaluation import format_ap_table, inference_on_dataset
+        from ..modeling.test_time_augmentation import GeneralizedRCNNWithTTA
+
+        tta_model = GeneralizedRCNNWithTTA.from_config(cfg, model)
+        original_size = DatasetMapper(cfg, False, augmentations=[])
+        results: Dict[str, Any] = {}
+        for name in cfg.DATASETS.TEST:
+            evaluator = cls.build_evaluator(cfg, name, os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            loader = build_detection_test_loader(cfg, name, mapper=original_size)
+            results[name] = inference_on_dataset(tta_model, loader, evaluator)
+            if is_main_process() and results[name]:
+                logger.info("Evaluation results on %s with test-time augmentation:\n%s", name,
+                            format_ap_table(results[name]))
+        if not is_main_process():
+            return {}
+        if len(results) == 1:
+            results = next(iter(results.values()))
+        return {f"{key}_TTA": value for key, value in results.items()}
+
     # ------------------------------------------------------------------ setup helpers
 
     @staticmethod
@@ -309,7 +340,7 @@ class Trainer:
         try:
             if self.start_iter >= self.max_iter:
                 logger.info("Nothing to train: the checkpoint is at the last iteration")
-                self._evaluate()
+                self._evaluate(final=True)
             for self.iter in range(self.start_iter, self.max_iter):
                 self._run_iteration()
             succeeded = True
@@ -391,7 +422,7 @@ class Trainer:
         period = self.cfg.TEST.EVAL_PERIOD
         evaluated = last or (period > 0 and (it + 1) % period == 0)
         if evaluated:
-            self._evaluate()
+            self._evaluate(final=last)
         if self._bar is not None:
             self._bar.set_postfix(total_loss=f"{losses['total_loss']:.3f}", lr=f"{lr:.2e}", refresh=False)
             self._bar.update(1)
@@ -462,11 +493,15 @@ class Trainer:
         self.checkpointer.save(name, iteration=self.iter, seed=self.seed, world_size=get_world_size(),
                                rng_states=rng_states, loader_positions=positions)
 
-    def _evaluate(self) -> None:
+    def _evaluate(self, final: bool = False) -> None:
+        """Evaluates on DATASETS.TEST; the final evaluation adds the test-time augmented one
+        when TEST.AUG.ENABLED (as detectron2's train_net, TTA only once training is done)."""
         if not self.cfg.DATASETS.TEST:
             return
         with preserved_rng_state():
             results = self.test(self.cfg, self.unwrapped_model)
+            if final and self.cfg.TEST.AUG.ENABLED:
+                results = {**results, **self.test_with_TTA(self.cfg, self.unwrapped_model)}
         self.model.train()
         self.latest_eval_results = results
         if is_main_process() and results:

@@ -188,7 +188,8 @@ class TorchvisionROIHeads(StandardROIHeads):
 
         def pooler(section) -> TorchvisionROIPooler:
             return TorchvisionROIPooler(section.POOLER_RESOLUTION, scales, section.POOLER_SAMPLING_RATIO,
-                                        section.POOLER_TYPE)
+                                        section.POOLER_TYPE,
+                                        bin_reduction=section.get("POOLER_BIN_REDUCTION", "avg"))
 
         heads.box_pooler = pooler(cfg.MODEL.ROI_BOX_HEAD)
         if heads.mask_pooler is not None:
@@ -197,9 +198,10 @@ class TorchvisionROIHeads(StandardROIHeads):
             heads.keypoint_pooler = pooler(cfg.MODEL.ROI_KEYPOINT_HEAD)
         return heads
 
-    def forward(self, image_sizes: List[Tuple[int, int]], features: Dict[str, Tensor],
-                proposal_boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
-        """Inference: per image pred_boxes [D, 4], scores, pred_classes (+ masks / keypoints)."""
+    def forward_boxes(self, image_sizes: List[Tuple[int, int]], features: Dict[str, Tensor],
+                      proposal_boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
+        """The box head's detections per image, torchvision's way: pred_boxes [D, 4], scores, pred_classes.
+        (`forward`, inherited, adds masks / keypoints.)"""
         box_features = self.box_pooler([features[f] for f in self.box_in_features], proposal_boxes)
         scores, deltas = self.box_predictor(self.box_head(box_features))
         boxes = self.box_predictor.box2box_transform.apply_deltas(deltas, torch.cat(proposal_boxes, dim=0))
@@ -209,7 +211,7 @@ class TorchvisionROIHeads(StandardROIHeads):
         for boxes_i, probs_i, image_size in zip(boxes.split(num_per_image), probs.split(num_per_image),
                                                 image_sizes):
             results.append(self._detections_one_image(boxes_i, probs_i, image_size))
-        return self.forward_with_given_boxes(features, results)
+        return results
 
     def _detections_one_image(self, boxes: Tensor, probs: Tensor, image_size: Tuple[int, int]) -> Dict[str, Tensor]:
         """torchvision's RoIHeads.postprocess_detections for one image.

@@ -6,6 +6,10 @@ in input-image pixels and `spatial_scale` = 1 / feature stride.
 Eager, they call torchvision's kernels. Scripted, ROIAlign runs `roi_align_aten`,
 a pure-PyTorch equivalent, so that a scripted or exported model holds only ATen
 operators and loads in plain LibTorch without torchvision's operator library.
+
+ROIAlign averages each bin's bilinear samples; with bin_reduction "max" it takes
+their maximum instead (`roi_align_max_aten`, ATen only, eager and scripted), the
+paper's Table 2c ablation.
 """
 from typing import List, Tuple
 
@@ -14,7 +18,9 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align as tv_roi_align
 from torchvision.ops import roi_pool as tv_roi_pool
 
-__all__ = ["ROIAlign", "ROIPool", "roi_align_aten"]
+__all__ = ["ROIAlign", "ROIPool", "roi_align_aten", "roi_align_max_aten", "BIN_REDUCTIONS"]
+
+BIN_REDUCTIONS = ("avg", "max")
 
 def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, pooled: int, size: int) -> Tuple[Tensor, Tensor]:
     """Bilinear sampling along one axis, summed over each bin's sample points.
@@ -148,6 +154,144 @@ def roi_align_aten(features: Tensor, rois: Tensor, output_size: Tuple[int, int],
     return pooled.index_select(0, unsort).permute(0, 3, 1, 2)
 
 
+def _roi_bins(rois: Tensor, output_size: Tuple[int, int], spatial_scale: float, sampling_ratio: int,
+              aligned: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Bin layout of each ROI, in feature pixels, following torchvision's kernel.
+
+    rois: Tensor[R, 5] (pooler format). Returns (x0, y0, bin_w, bin_h, grid_h,
+    grid_w), each Tensor[R]: the ROI's top-left corner, its bin size, and its
+    samples per bin along y and x (sampling_ratio, or ceil(bin size) when 0;
+    0 for an empty aligned ROI, whose output is then 0).
+    """
+    ph, pw = output_size
+    offset = 0.5 if aligned else 0.0
+    x0 = rois[:, 1] * spatial_scale - offset
+    y0 = rois[:, 2] * spatial_scale - offset
+    roi_w = rois[:, 3] * spatial_scale - offset - x0
+    roi_h = rois[:, 4] * spatial_scale - offset - y0
+    if not aligned:
+        roi_w = roi_w.clamp(min=1.0)
+        roi_h = roi_h.clamp(min=1.0)
+    if sampling_ratio > 0:
+        grid_h = torch.full_like(roi_h, float(sampling_ratio))
+        grid_w = torch.full_like(roi_w, float(sampling_ratio))
+    else:
+        grid_h = torch.ceil(roi_h / ph)
+        grid_w = torch.ceil(roi_w / pw)
+    return x0, y0, roi_w / pw, roi_h / ph, grid_h, grid_w
+
+
+def _axis_samples(start: Tensor, bin_size: Tensor, grid: int, pooled: int,
+                  size: int) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Bilinear sample points along one axis, `grid` of them in each of `pooled` bins.
+
+    start, bin_size: Tensor[R] (feature pixels); size: the feature map's length.
+    Returns (low, high) Tensor[R, pooled * grid] int64, the two pixels each
+    sample reads, and (w_low, w_high) Tensor[R, pooled * grid], their weights;
+    samples are ordered bin by bin. As in torchvision's kernel, a sample outside
+    [-1, size] reads nothing (weights 0, value 0), one in [-1, 0] reads the first
+    pixel and one past size - 1 the last.
+    """
+    dtype, device = start.dtype, start.device
+    p = torch.arange(pooled, device=device, dtype=dtype)
+    g = torch.arange(grid, device=device, dtype=dtype)
+    pos = (start[:, None, None] + p[None, :, None] * bin_size[:, None, None]
+           + (g[None, None, :] + 0.5) * (bin_size / float(grid))[:, None, None]).flatten(1)
+    valid = ((pos >= -1.0) & (pos <= float(size))).to(dtype)
+    pos = pos.clamp(min=0.0)
+    low = pos.floor().long().clamp(max=size - 1)
+    at_end = low >= size - 1
+    high = torch.where(at_end, low, low + 1)
+    frac = torch.where(at_end, torch.zeros_like(pos), pos - low.to(dtype))
+    return low, high, (1.0 - frac) * valid, frac * valid
+
+
+def _bilinear_samples(flat: Tensor, base: Tensor, ys: Tuple[Tensor, Tensor, Tensor, Tensor],
+                      xs: Tuple[Tensor, Tensor, Tensor, Tensor], width: int) -> Tensor:
+    """Every sample value of a group of ROIs, explicitly.
+
+    flat: features Tensor[N * H * W, C] (rows = pixels); base: Tensor[R] int64,
+    each ROI's image offset (batch index * H * W); ys: `_axis_samples` along y,
+    Tensor[R, Sy] each; xs: along x, Tensor[R, Sx] each.
+    Returns Tensor[R, Sy, Sx, C]: the bilinear interpolation at each (y, x) sample.
+    """
+    y_low, y_high, wy_low, wy_high = ys
+    x_low, x_high, wx_low, wx_high = xs
+    r, sy, sx, c = y_low.shape[0], y_low.shape[1], x_low.shape[1], flat.shape[1]
+    out = flat.new_zeros((r, sy, sx, c))
+    for y, wy in ((y_low, wy_low), (y_high, wy_high)):
+        for x, wx in ((x_low, wx_low), (x_high, wx_high)):
+            index = base[:, None, None] + y[:, :, None] * width + x[:, None, :]              # [R, Sy, Sx]
+            values = flat.index_select(0, index.reshape(-1)).reshape(r, sy, sx, c)
+            out = out + values * (wy[:, :, None] * wx[:, None, :])[:, :, :, None]
+    return out
+
+
+def _max_pool_group(flat: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,
+                    sampling_ratio: int, aligned: bool, grid_h: int, grid_w: int, height: int,
+                    width: int) -> Tensor:
+    """Max-sampled ROIAlign of ROIs that share their samples per bin (grid_h x grid_w).
+
+    flat: features Tensor[N * H * W, C]; rois: Tensor[R, 5] -> Tensor[R, PH, PW, C].
+    """
+    ph, pw = output_size
+    r, c = rois.shape[0], flat.shape[1]
+    if grid_h == 0 or grid_w == 0:
+        return flat.new_zeros((r, ph, pw, c))
+    x0, y0, bin_w, bin_h, _, _ = _roi_bins(rois, output_size, spatial_scale, sampling_ratio, aligned)
+    ys = _axis_samples(y0, bin_h, grid_h, ph, height)
+    xs = _axis_samples(x0, bin_w, grid_w, pw, width)
+    base = rois[:, 0].long() * (height * width)
+    samples = _bilinear_samples(flat, base, ys, xs, width)                                  # [R, PH*gh, PW*gw, C]
+    return torch.amax(samples.reshape(r, ph, grid_h, pw, grid_w, c), dim=[2, 4])
+
+
+def roi_align_max_aten(features: Tensor, rois: Tensor, output_size: Tuple[int, int], spatial_scale: float,
+                       sampling_ratio: int, aligned: bool, sample_budget: int = 1 << 22) -> Tensor:
+    """ROIAlign taking the maximum of each bin's bilinear samples instead of their average.
+
+    features: Tensor[N, C, H, W]; rois: Tensor[R, 5] -> Tensor[R, C, PH, PW].
+    The sample points are ROIAlign's (`roi_align_aten`, torchvision's kernel): a
+    grid_h x grid_w grid in each bin, the grid being sampling_ratio or, when 0,
+    ceil(bin size) per ROI. Each sample value is computed explicitly and the bin
+    keeps the largest; a sample outside the feature map has value 0 and a bin
+    without samples (an empty aligned ROI) gives 0. Differentiable: the gradient
+    goes to the pixels of each bin's maximal sample. ROIs are grouped by their
+    grid (so that no sample is padding) and processed in chunks of about
+    sample_budget gathered values at most.
+    """
+    ph, pw = output_size
+    n, c, h, w = features.shape[0], features.shape[1], features.shape[2], features.shape[3]
+    r = rois.shape[0]
+    if r == 0:
+        return features.new_zeros((r, c, ph, pw))
+    _, _, _, _, grid_h, grid_w = _roi_bins(rois, output_size, spatial_scale, sampling_ratio, aligned)
+    grid_h_long, grid_w_long = grid_h.long(), grid_w.long()
+    key = grid_h_long * (int(grid_w_long.max()) + 1) + grid_w_long
+    order = torch.argsort(key)
+    keys: List[int] = key[order].tolist()
+    gh_sorted: List[int] = grid_h_long[order].tolist()
+    gw_sorted: List[int] = grid_w_long[order].tolist()
+    flat = features.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    parts: List[Tensor] = []
+    start = 0
+    while start < r:
+        end = start + 1
+        while end < r and keys[end] == keys[start]:
+            end += 1
+        gh, gw = gh_sorted[start], gw_sorted[start]
+        chunk = max(1, sample_budget // max(1, ph * gh * pw * gw * c))
+        for first in range(start, end, chunk):
+            last = min(first + chunk, end)
+            parts.append(_max_pool_group(flat, rois[order[first:last]], output_size, spatial_scale,
+                                         sampling_ratio, aligned, gh, gw, h, w))
+        start = end
+    pooled = torch.cat(parts) if len(parts) > 1 else parts[0]                          # [R, PH, PW, C], sorted
+    unsort = torch.empty_like(order)
+    unsort[order] = torch.arange(r, device=order.device)
+    return pooled.index_select(0, unsort).permute(0, 3, 1, 2)
+
+
 class ROIAlign(nn.Module):
     """Bilinear ROI feature extraction.
 
@@ -155,20 +299,28 @@ class ROIAlign(nn.Module):
     map onto pixel corners of the feature map (detectron2's ROIAlignV2); False
     is the paper's original ROIAlign. sampling_ratio=0 samples ceil(bin size)
     points per bin, a fixed value samples that many in each direction.
+    bin_reduction: "avg" averages a bin's samples (the paper's and detectron2's
+    choice), "max" keeps the largest (`roi_align_max_aten`).
     """
 
     def __init__(self, output_size: Tuple[int, int], spatial_scale: float, sampling_ratio: int,
-                 aligned: bool = True):
+                 aligned: bool = True, bin_reduction: str = "avg"):
         super().__init__()
+        if bin_reduction not in BIN_REDUCTIONS:
+            raise ValueError(f"ROIAlign bin_reduction must be 'avg' or 'max', got {bin_reduction!r}")
         self.output_size = output_size
         self.spatial_scale = spatial_scale
         self.sampling_ratio = sampling_ratio
         self.aligned = aligned
+        self.bin_reduction = bin_reduction
 
     def forward(self, features: Tensor, rois: Tensor) -> Tensor:
         """features: Tensor[N, C, H, W]; rois: Tensor[R, 5] -> Tensor[R, C, *output_size]."""
         if features.dtype != rois.dtype:
             rois = rois.to(features.dtype)
+        if self.bin_reduction == "max":
+            return roi_align_max_aten(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
+                                      self.aligned)
         # Scripted models hold ATen operators only. In training the ATen version is used too:
         # its backward pass is several times faster than torchvision's on CPU.
         if torch.jit.is_scripting() or features.requires_grad:
@@ -179,7 +331,7 @@ class ROIAlign(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
-                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}")
+                f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned}, bin_reduction={self.bin_reduction}")
 
 
 class ROIPool(nn.Module):

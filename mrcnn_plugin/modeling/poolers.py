@@ -6,9 +6,10 @@ import torch
 from torch import Tensor, nn
 
 from ..layers import ROIAlign, ROIPool
+from ..layers.roi_align import BIN_REDUCTIONS
 from ..structures import box_area
 
-__all__ = ["ROIPooler", "assign_boxes_to_levels", "convert_boxes_to_pooler_format"]
+__all__ = ["ROIPooler", "assign_boxes_to_levels", "convert_boxes_to_pooler_format", "pooler_from_config"]
 
 
 def assign_boxes_to_levels(boxes: List[Tensor], min_level: int, max_level: int,
@@ -40,16 +41,22 @@ class ROIPooler(nn.Module):
     pooler_type: "ROIAlignV2" (aligned ROIAlign, detectron2's default),
     "ROIAlign" (the paper's, without the half-pixel shift) or "ROIPool".
     scales: 1 / stride of each input level, finest first (1/4, 1/8, ...).
+    bin_reduction: how ROIAlign reduces a bin's samples, "avg" or "max" (the
+    paper's Table 2c); ROIPool takes the max over its quantized bins regardless.
     """
 
     def __init__(self, output_size: int, scales: List[float], sampling_ratio: int, pooler_type: str,
-                 canonical_box_size: int = 224, canonical_level: int = 4):
+                 canonical_box_size: int = 224, canonical_level: int = 4, bin_reduction: str = "avg"):
         super().__init__()
         output = (output_size, output_size)
+        if bin_reduction not in BIN_REDUCTIONS:
+            raise ValueError(f"Unknown POOLER_BIN_REDUCTION {bin_reduction!r}; expected 'avg' or 'max'")
         if pooler_type == "ROIAlign":
-            poolers = [ROIAlign(output, s, sampling_ratio, aligned=False) for s in scales]
+            poolers = [ROIAlign(output, s, sampling_ratio, aligned=False, bin_reduction=bin_reduction)
+                       for s in scales]
         elif pooler_type == "ROIAlignV2":
-            poolers = [ROIAlign(output, s, sampling_ratio, aligned=True) for s in scales]
+            poolers = [ROIAlign(output, s, sampling_ratio, aligned=True, bin_reduction=bin_reduction)
+                       for s in scales]
         elif pooler_type == "ROIPool":
             poolers = [ROIPool(output, s) for s in scales]
         else:
@@ -92,3 +99,10 @@ class ROIPooler(nn.Module):
             pooler_fmt_boxes_level = pooler_fmt_boxes[inds]
             output.index_put_((inds,), pooler(x[level], pooler_fmt_boxes_level))
         return output
+
+
+def pooler_from_config(section, scales: List[float]) -> ROIPooler:
+    """The ROIPooler of one head's config section (MODEL.ROI_BOX_HEAD, ROI_MASK_HEAD or ROI_KEYPOINT_HEAD):
+    its POOLER_RESOLUTION, POOLER_SAMPLING_RATIO, POOLER_TYPE and POOLER_BIN_REDUCTION."""
+    return ROIPooler(section.POOLER_RESOLUTION, scales, section.POOLER_SAMPLING_RATIO, section.POOLER_TYPE,
+                     bin_reduction=section.get("POOLER_BIN_REDUCTION", "avg"))

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from mrcnn_plugin.config import (
+    PLUGIN_KEYS,
     UNUSED_DETECTRON2_DEFAULTS,
     UNUSED_DETECTRON2_KEYS,
     CfgNode,
@@ -110,11 +111,13 @@ def test_defaults_are_detectron2_defaults() -> None:
 
 
 def test_key_set_is_detectron2_key_set(shared_dir: Path) -> None:
-    """Kept keys plus unused-detectron2 keys are exactly detectron2's keys, plus PLUGINS."""
+    """Kept keys plus unused-detectron2 keys are exactly detectron2's keys, plus the plugin's own
+    (PLUGIN_KEYS: PLUGINS and the paper-ablation switches)."""
     dump_keys = set(leaves(yaml.safe_load(golden_config(shared_dir, "mask_rcnn_R_50_FPN"))))
     our_keys = set(leaves(get_cfg()))
-    assert our_keys | UNUSED_DETECTRON2_KEYS == dump_keys | {"PLUGINS"}
+    assert our_keys | UNUSED_DETECTRON2_KEYS == dump_keys | PLUGIN_KEYS
     assert not our_keys & UNUSED_DETECTRON2_KEYS
+    assert not dump_keys & PLUGIN_KEYS
 
 
 # -----------------------------------------------------------------------------

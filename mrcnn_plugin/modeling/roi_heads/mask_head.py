@@ -9,7 +9,10 @@ from ...layers import Conv2d, ShapeSpec, cat, get_norm
 from ...registry import ROI_MASK_HEAD_REGISTRY, build_from_registry
 from ...structures import Instances
 
-__all__ = ["MaskRCNNConvUpsampleHead", "mask_rcnn_loss", "mask_rcnn_inference", "build_mask_head"]
+__all__ = ["MaskRCNNConvUpsampleHead", "MaskRCNNMLPHead", "mask_rcnn_loss", "mask_rcnn_inference",
+           "build_mask_head"]
+
+MASK_LOSS_TYPES = ("sigmoid", "softmax")
 
 
 @torch.jit.unused
@@ -54,6 +57,9 @@ def mask_rcnn_inference(pred_mask_logits: Tensor, pred_classes: Tensor, loss_typ
 
     pred_mask_logits: Tensor[D, K, M, M] (K = 1 when class-agnostic);
     pred_classes: Tensor[D] int64 -> Tensor[D, 1, M, M] in [0, 1].
+    loss_type "sigmoid": sigmoid of the predicted class's logit; "softmax": the
+    softmax across the K classes and the fixed zero background logit that the
+    softmax loss was trained with, taken at the predicted class's channel.
     """
     if pred_mask_logits.size(1) == 1:
         return pred_mask_logits.sigmoid()
@@ -93,15 +99,13 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
         nn.init.normal_(self.predictor.weight, std=0.001)
         nn.init.constant_(self.predictor.bias, 0)
         self.loss_weight = loss_weight
-        if loss_type not in ("sigmoid", "softmax"):
-            raise ValueError(f"Mask loss type must be 'sigmoid' or 'softmax', got {loss_type!r}")
-        self.loss_type = loss_type
+        self.loss_type = _checked_loss_type(loss_type)
 
     @classmethod
     def from_config(cls, cfg, input_shape: ShapeSpec) -> "MaskRCNNConvUpsampleHead":
         m = cfg.MODEL.ROI_MASK_HEAD
-        return cls(input_shape, num_classes=1 if m.CLS_AGNOSTIC_MASK else cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-                   conv_dims=[m.CONV_DIM] * (m.NUM_CONV + 1), conv_norm=m.NORM)
+        return cls(input_shape, num_classes=_num_mask_classes(cfg), conv_dims=[m.CONV_DIM] * (m.NUM_CONV + 1),
+                   conv_norm=m.NORM, loss_type=m.get("LOSS_TYPE", "sigmoid"))
 
     def forward(self, x: Tensor) -> Tensor:
         """x: Tensor[R, C, S, S] -> mask logits Tensor[R, K, 2S, 2S]."""
@@ -112,6 +116,73 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
     @torch.jit.unused
     def losses(self, mask_logits: Tensor, instances: List[Instances]) -> Dict[str, Tensor]:
         return {"loss_mask": mask_rcnn_loss(mask_logits, instances, self.loss_type) * self.loss_weight}
+
+
+@ROI_MASK_HEAD_REGISTRY.register()
+class MaskRCNNMLPHead(nn.Sequential):
+    """The paper's multi-layer perceptron mask branch (its Table 2e ablation of the FCN head).
+
+    The pooled features Tensor[R, C, S, S] are flattened and go through fully
+    connected layers fc1, fc2, ... (each followed by ReLU), then a fully connected
+    predictor with num_classes * M * M outputs, M = 2S: the FCN head's output size
+    (28 x 28 for the usual 14 x 14 pooling). The paper's MLP is fc_dims [1024, 1024].
+    Outputs, losses and inference are the FCN head's.
+    """
+
+    def __init__(self, input_shape: ShapeSpec, *, num_classes: int, fc_dims: List[int],
+                 loss_weight: float = 1.0, loss_type: str = "sigmoid"):
+        super().__init__()
+        if not (input_shape.height and input_shape.width):
+            raise ValueError("MaskRCNNMLPHead needs the pooled feature size (input_shape height and width)")
+        self.num_classes = num_classes
+        self.mask_size = 2 * int(input_shape.height)
+        self.add_module("flatten", nn.Flatten())
+        in_features = input_shape.channels * input_shape.height * input_shape.width
+        for k, fc_dim in enumerate(fc_dims):
+            fc = nn.Linear(in_features, fc_dim)
+            nn.init.kaiming_uniform_(fc.weight, a=1)  # "c2_xavier_fill", as the box head's fc layers
+            nn.init.constant_(fc.bias, 0)
+            self.add_module(f"fc{k + 1}", fc)
+            self.add_module(f"fc_relu{k + 1}", nn.ReLU())
+            in_features = fc_dim
+        self.predictor = nn.Linear(in_features, num_classes * self.mask_size * self.mask_size)
+        nn.init.normal_(self.predictor.weight, std=0.001)
+        nn.init.constant_(self.predictor.bias, 0)
+        self.loss_weight = loss_weight
+        self.loss_type = _checked_loss_type(loss_type)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: ShapeSpec) -> "MaskRCNNMLPHead":
+        m = cfg.MODEL.ROI_MASK_HEAD
+        return cls(input_shape, num_classes=_num_mask_classes(cfg),
+                   fc_dims=[m.get("FC_DIM", 1024)] * m.get("NUM_FC", 2), loss_type=m.get("LOSS_TYPE", "sigmoid"))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: Tensor[R, C, S, S] -> mask logits Tensor[R, K, 2S, 2S]."""
+        for layer in self:
+            x = layer(x)
+        return x.reshape(x.shape[0], self.num_classes, self.mask_size, self.mask_size)
+
+    @torch.jit.unused
+    def losses(self, mask_logits: Tensor, instances: List[Instances]) -> Dict[str, Tensor]:
+        return {"loss_mask": mask_rcnn_loss(mask_logits, instances, self.loss_type) * self.loss_weight}
+
+
+def _num_mask_classes(cfg) -> int:
+    """Mask channels: 1 with MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK, else one per class."""
+    return 1 if cfg.MODEL.ROI_MASK_HEAD.CLS_AGNOSTIC_MASK else cfg.MODEL.ROI_HEADS.NUM_CLASSES
+
+
+def _checked_loss_type(loss_type: str) -> str:
+    """loss_type if it is one of MASK_LOSS_TYPES, else ValueError.
+
+    With a single mask channel the two are the same function: a softmax over
+    one logit and the zero background logit is the sigmoid of that logit.
+    """
+    if loss_type not in MASK_LOSS_TYPES:
+        raise ValueError(f"Mask loss type (MODEL.ROI_MASK_HEAD.LOSS_TYPE) must be 'sigmoid' or 'softmax', "
+                         f"got {loss_type!r}")
+    return loss_type
 
 
 def build_mask_head(cfg, input_shape: ShapeSpec) -> nn.Module:

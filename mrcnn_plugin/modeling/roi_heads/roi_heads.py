@@ -4,6 +4,9 @@
 returns per image a dict of tensors: pred_boxes [D, 4], scores [D],
 pred_classes [D], and pred_masks [D, 1, M, M] (probabilities) or
 pred_keypoints [D, K, 3] when those heads are on. All in input-image pixels.
+It is `forward_boxes` (the box head's detections) followed by
+`forward_with_given_boxes` (masks / keypoints of given detections), which
+test-time augmentation also calls separately.
 `forward_train` (eager) samples proposals against the ground truth and
 returns the heads' losses.
 """
@@ -17,7 +20,7 @@ from ...registry import ROI_HEADS_REGISTRY, build_from_registry
 from ...structures import Boxes, Instances, pairwise_iou
 from ..backbone.resnet import BottleneckBlock, make_stage
 from ..matcher import Matcher
-from ..poolers import ROIPooler
+from ..poolers import ROIPooler, pooler_from_config
 from ..sampling import subsample_labels
 from .box_head import build_box_head
 from .fast_rcnn import FastRCNNOutputLayers
@@ -172,7 +175,7 @@ class StandardROIHeads(ROIHeads):
 
         b = cfg.MODEL.ROI_BOX_HEAD
         ret["box_in_features"] = in_features
-        ret["box_pooler"] = ROIPooler(b.POOLER_RESOLUTION, scales, b.POOLER_SAMPLING_RATIO, b.POOLER_TYPE)
+        ret["box_pooler"] = pooler_from_config(b, scales)
         box_head = build_box_head(cfg, ShapeSpec(channels=in_channels, height=b.POOLER_RESOLUTION,
                                                  width=b.POOLER_RESOLUTION))
         ret["box_head"] = box_head
@@ -181,14 +184,13 @@ class StandardROIHeads(ROIHeads):
         if cfg.MODEL.MASK_ON:
             m = cfg.MODEL.ROI_MASK_HEAD
             ret["mask_in_features"] = in_features
-            ret["mask_pooler"] = ROIPooler(m.POOLER_RESOLUTION, scales, m.POOLER_SAMPLING_RATIO, m.POOLER_TYPE)
+            ret["mask_pooler"] = pooler_from_config(m, scales)
             ret["mask_head"] = build_mask_head(cfg, ShapeSpec(channels=in_channels, width=m.POOLER_RESOLUTION,
                                                               height=m.POOLER_RESOLUTION))
         if cfg.MODEL.KEYPOINT_ON:
             k = cfg.MODEL.ROI_KEYPOINT_HEAD
             ret["keypoint_in_features"] = in_features
-            ret["keypoint_pooler"] = ROIPooler(k.POOLER_RESOLUTION, scales, k.POOLER_SAMPLING_RATIO,
-                                               k.POOLER_TYPE)
+            ret["keypoint_pooler"] = pooler_from_config(k, scales)
             ret["keypoint_head"] = build_keypoint_head(
                 cfg, ShapeSpec(channels=in_channels, width=k.POOLER_RESOLUTION, height=k.POOLER_RESOLUTION))
         return cls(**ret)
@@ -196,6 +198,11 @@ class StandardROIHeads(ROIHeads):
     def forward(self, image_sizes: List[Tuple[int, int]], features: Dict[str, Tensor],
                 proposal_boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
         """Inference; see the module docstring for the outputs."""
+        return self.forward_with_given_boxes(features, self.forward_boxes(image_sizes, features, proposal_boxes))
+
+    def forward_boxes(self, image_sizes: List[Tuple[int, int]], features: Dict[str, Tensor],
+                      proposal_boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
+        """The box head's detections per image: pred_boxes [D, 4], scores [D], pred_classes [D]."""
         box_features = self.box_pooler([features[f] for f in self.box_in_features], proposal_boxes)
         box_features = self.box_head(box_features)
         scores, deltas = self.box_predictor(box_features)
@@ -203,7 +210,7 @@ class StandardROIHeads(ROIHeads):
         results: List[Dict[str, Tensor]] = []
         for boxes, det_scores, classes, _ in detections:
             results.append({"pred_boxes": boxes, "scores": det_scores, "pred_classes": classes})
-        return self.forward_with_given_boxes(features, results)
+        return results
 
     def forward_with_given_boxes(self, features: Dict[str, Tensor],
                                  results: List[Dict[str, Tensor]]) -> List[Dict[str, Tensor]]:
@@ -284,11 +291,13 @@ class Res5ROIHeads(ROIHeads):
                           first_stride=2, bottleneck_channels=r.NUM_GROUPS * r.WIDTH_PER_GROUP * stage_channel_factor,
                           num_groups=r.NUM_GROUPS, norm=r.NORM, stride_in_1x1=r.STRIDE_IN_1X1)
         ret.update(in_features=in_features, res5=res5,
-                   pooler=ROIPooler(b.POOLER_RESOLUTION, scales, b.POOLER_SAMPLING_RATIO, b.POOLER_TYPE),
+                   pooler=pooler_from_config(b, scales),
                    box_predictor=FastRCNNOutputLayers.from_config(cfg, ShapeSpec(channels=out_channels)))
         if cfg.MODEL.MASK_ON:
-            ret["mask_head"] = build_mask_head(cfg, ShapeSpec(channels=out_channels, width=b.POOLER_RESOLUTION,
-                                                              height=b.POOLER_RESOLUTION))
+            # The mask head sees res5's output: the pooled ROI at half resolution (stride-2 first block).
+            res5_size = (b.POOLER_RESOLUTION + 1) // 2
+            ret["mask_head"] = build_mask_head(cfg, ShapeSpec(channels=out_channels, width=res5_size,
+                                                              height=res5_size))
         return cls(**ret)
 
     def _shared_roi_transform(self, features: Dict[str, Tensor], boxes: List[Tensor]) -> Tensor:
@@ -298,13 +307,18 @@ class Res5ROIHeads(ROIHeads):
     def forward(self, image_sizes: List[Tuple[int, int]], features: Dict[str, Tensor],
                 proposal_boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
         """Inference; see the module docstring for the outputs."""
+        return self.forward_with_given_boxes(features, self.forward_boxes(image_sizes, features, proposal_boxes))
+
+    def forward_boxes(self, image_sizes: List[Tuple[int, int]], features: Dict[str, Tensor],
+                      proposal_boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
+        """The box predictor's detections per image: pred_boxes [D, 4], scores [D], pred_classes [D]."""
         box_features = self._shared_roi_transform(features, proposal_boxes)
         scores, deltas = self.box_predictor(box_features.mean(dim=[2, 3]))
         detections = self.box_predictor.inference(scores, deltas, proposal_boxes, image_sizes)
         results: List[Dict[str, Tensor]] = []
         for boxes, det_scores, classes, _ in detections:
             results.append({"pred_boxes": boxes, "scores": det_scores, "pred_classes": classes})
-        return self.forward_with_given_boxes(features, results)
+        return results
 
     def forward_with_given_boxes(self, features: Dict[str, Tensor],
                                  results: List[Dict[str, Tensor]]) -> List[Dict[str, Tensor]]:
