@@ -12,8 +12,10 @@
                   [--remap-classes coco-to-cityscapes] IN OUT
         converts a checkpoint to this package's (detectron2's) parameter names (.pth or .pkl by OUT);
         --remap-classes also keeps only the class rows a new label set needs (fine-tuning init)
-    mrcnn export --config-file F --output DIR [--method scripting|tracing] [KEY VALUE ...]
+    mrcnn export --config-file F --output DIR [--method scripting|tracing] [--no-fast] [KEY VALUE ...]
         writes DIR/model.ts (TorchScript, preprocessing and postprocessing inside) and DIR/model.json
+    mrcnn bench [--threads N] [--rounds R] [--skip CANDIDATE ...] [--skip-training] [--output DIR]
+        latency, GFLOP/s and memory against torchvision's Mask R-CNN, interleaved in one run
 """
 import argparse
 import sys
@@ -56,7 +58,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     cfg = _load_cfg(args.config_file, args.opts)
     cfg.MODEL.DEVICE = "cpu"
-    path = export_model(cfg, args.output, method=args.method)
+    path = export_model(cfg, args.output, method=args.method, fast=not args.no_fast)
     print(f"wrote {path} and {path.parent / 'model.json'}")
     return 0
 
@@ -75,6 +77,13 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         print(f"mrcnn convert: {e}", file=sys.stderr)
         return 1
     print(f"wrote {len(state)} tensors to {args.output}")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run
+
+    run(args)
     return 0
 
 
@@ -128,8 +137,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="folder for model.ts and model.json")
     export.add_argument("--method", choices=["scripting", "tracing"], default="scripting",
                         help="scripting (default) compiles everything; tracing traces the backbone")
+    export.add_argument("--no-fast", action="store_true",
+                        help="export the network as built: no batch norms folded into convolutions, "
+                             "no channels-last weights (the fast mode changes results by float rounding only)")
     export.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     export.set_defaults(func=_cmd_export)
+
+    from .bench import add_arguments as add_bench_arguments
+
+    bench = sub.add_parser("bench", help="benchmark against torchvision's Mask R-CNN (one run, interleaved)")
+    add_bench_arguments(bench)
+    bench.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Set
 import torch
 from torch import nn
 
+from ..modeling.fast_inference import prepare_for_inference
 from .inference_module import ExportableDetector
 
 __all__ = ["export_model", "find_foreign_ops", "export_metadata", "load_exported"]
@@ -97,13 +98,16 @@ def _load_weights(model: nn.Module, weights: str) -> None:
     DetectionCheckpointer(model).load(weights)
 
 
-def export_model(cfg, output_dir: str, model: Optional[nn.Module] = None, method: str = "scripting") -> Path:
+def export_model(cfg, output_dir: str, model: Optional[nn.Module] = None, method: str = "scripting",
+                 fast: bool = True) -> Path:
     """Writes output_dir/model.ts and output_dir/model.json; returns the .ts path.
 
     model: a built model (default: build from cfg and load cfg.MODEL.WEIGHTS).
     method "scripting" compiles everything; "tracing" traces the backbone and
-    scripts the rest, which gives the same file behaviour (any size, any device). Raises RuntimeError if the graph needs operators that
-    plain LibTorch lacks.
+    scripts the rest, which gives the same file behaviour (any size, any device).
+    fast (default) exports prepare_for_inference(model): batch norms folded into
+    the convolutions and channels-last weights; `model` itself is not changed.
+    Raises RuntimeError if the graph needs operators that plain LibTorch lacks.
     """
     if method not in ("scripting", "tracing"):
         raise ValueError(f"--method must be 'scripting' or 'tracing', got {method!r}")
@@ -114,6 +118,8 @@ def export_model(cfg, output_dir: str, model: Optional[nn.Module] = None, method
         if cfg.MODEL.WEIGHTS:
             _load_weights(model, cfg.MODEL.WEIGHTS)
     model = model.eval().to("cpu")
+    if fast:
+        model = prepare_for_inference(model)
     wrapper = ExportableDetector(model, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notices

@@ -14,6 +14,7 @@ import torch
 from golden_utils import GOLDEN_CONFIGS, GOLDEN_IMAGES, build_golden_model, golden_match_rate, load_golden
 from mrcnn_plugin.config import get_cfg
 from mrcnn_plugin.export import ExportableDetector, export_model, find_foreign_ops, load_exported
+from mrcnn_plugin.modeling.fast_inference import prepare_for_inference
 
 # Short side the golden files were resized to, per photo (shared/golden/README.md).
 GOLDEN_SHORT_SIDE = {"astronaut": 800, "chelsea": 512, "coffee": 640}
@@ -80,7 +81,8 @@ def test_reproduces_golden_final_from_original_photos(exported, image, shared_di
 
 def test_fresh_process_batch_of_three_sizes(exported, tmp_path):
     """A new Python process with only torch loads the file and runs a batch of three images of
-    different sizes; results equal the eager model's on the same images."""
+    different sizes; results equal the eager model's on the same images (the export's fast mode,
+    prepare_for_inference, applied to the eager model too: same network arithmetic)."""
     model, path, _ = exported
     g = torch.Generator().manual_seed(0)
     images = [_photo_bgr("chelsea"), _photo_bgr("coffee")[:, :301, :377].contiguous(),
@@ -96,7 +98,7 @@ def test_fresh_process_batch_of_three_sizes(exported, tmp_path):
                    check=True, cwd=tmp_path)
     got = torch.load(tmp_path / "out.pt")
     with torch.no_grad():
-        expected = ExportableDetector(model, 800, 1333).eval()(images)
+        expected = ExportableDetector(prepare_for_inference(model), 800, 1333).eval()(images)
     for image, a, b in zip(images, got, expected):
         assert a["masks"].shape[1:] == image.shape[1:]
         _assert_close_detections(a, b)

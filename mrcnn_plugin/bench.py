@@ -1,0 +1,405 @@
+"""`mrcnn bench`: this project's R50-FPN Mask R-CNN against torchvision's, side by side in one run.
+
+Every candidate takes the same original-size photo and returns detections at
+that size (resizing and mask pasting included), on the same number of threads.
+Candidates are called round-robin after warm-up, so a machine that slows down
+mid-run slows all of them alike; only the ratios within one run are meant to
+be compared. Weights: the golden rule of ../shared/golden/weights_rule.py for
+this project (the reference keeps ~100 detections), seeded random weights with
+a zero score threshold for torchvision (so it keeps its 100 too).
+
+Reported per candidate: median latency, ratio to torchvision eager, achieved
+GFLOP/s (fvcore's multiply-add count of the architecture at the network's
+input size, x2) against the fp32 / bf16 matrix-product peak measured in the
+same run, and the peak extra resident memory of one inference (measured in a
+child process per candidate, whose RSS high-water mark is reset after warm-up).
+A training step (forward, backward, SGD step; batch 2) is compared with
+torchvision's in the same way.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["main", "matmul_peak_gflops"]
+
+_REPO = Path(__file__).resolve().parents[1]
+_DEFAULT_SHARED = _REPO.parent / "shared"
+_DEFAULT_IMAGE = "data/coco-mini/val2017/000000018575.jpg"  # 640x480 -> 800x1067 at test time
+_TRAIN_IMAGES = ("data/coco-mini/train2017", 2)
+_CONFIG = _REPO / "mrcnn_plugin" / "configs" / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_3x.yaml"
+
+
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    """Best GFLOP/s of an n x n x n matrix product in `dtype` on the current threads."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def _golden_cfg():
+    from .config import get_cfg
+
+    cfg = get_cfg()
+    cfg.merge_from_file(str(_config_path()))
+    cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def _config_path() -> Path:
+    if _CONFIG.exists():
+        return _CONFIG
+    return _REPO / "configs" / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_3x.yaml"
+
+
+def _golden_model(shared: Path) -> nn.Module:
+    """This project's R50-FPN Mask R-CNN with the golden weights rule, eval mode."""
+    import importlib.util
+
+    from .modeling import build_model
+
+    rule_file = shared / "golden" / "weights_rule.py"
+    if not rule_file.exists():
+        raise FileNotFoundError(f"mrcnn bench needs the golden weights rule at {rule_file} (--shared DIR)")
+    spec = importlib.util.spec_from_file_location("golden_weights_rule", rule_file)
+    rule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rule)
+    model = build_model(_golden_cfg()).eval()
+    model.load_state_dict(rule.fill_state_dict(model.state_dict()))
+    return model
+
+
+def _torchvision_model(train: bool = False) -> nn.Module:
+    """torchvision's maskrcnn_resnet50_fpn, seeded random weights, FrozenBN and res2+ trainable like ours."""
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.models.resnet import resnet50
+    from torchvision.ops import FrozenBatchNorm2d
+
+    torch.manual_seed(0)
+    backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), trainable_layers=3)
+    # A zero score threshold: random weights score every class about equally low.
+    model = MaskRCNN(backbone, num_classes=91, box_score_thresh=0.0, box_detections_per_img=100)
+    return model.train(train)
+
+
+class _Wrapped:
+    """A named candidate: call() runs one inference of the benchmark image."""
+
+    def __init__(self, name: str, call: Callable[[], int]):
+        self.name = name
+        self.call = call
+
+
+def _candidates(names: List[str], shared: Path, image_bgr: Tensor, work_dir: Path,
+                cpp_binary: Optional[Path], threads: int) -> List[_Wrapped]:
+    """The inference candidates in `names`, each bound to the benchmark image (uint8 [3, H, W], BGR)."""
+    from .export import export_model, load_exported
+    from .export.inference_module import ExportableDetector
+    from .modeling.fast_inference import prepare_for_inference
+
+    cfg = _golden_cfg()
+    min_size, max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
+    image_rgb01 = image_bgr.flip(0).float() / 255.0
+    out: List[_Wrapped] = []
+    model = _golden_model(shared) if any(not n.startswith("torchvision") for n in names) else None
+
+    def ours(module: nn.Module) -> Callable[[], int]:
+        return lambda: int(module([image_bgr])[0]["scores"].shape[0])
+
+    for name in names:
+        if name == "torchvision eager":
+            tv = _torchvision_model()
+            out.append(_Wrapped(name, lambda tv=tv: int(tv([image_rgb01])[0]["scores"].shape[0])))
+        elif name == "torchvision scripted":
+            tv = torch.jit.script(_torchvision_model())
+            out.append(_Wrapped(name, lambda tv=tv: int(tv([image_rgb01])[1][0]["scores"].shape[0])))
+        elif name == "ours eager":
+            out.append(_Wrapped(name, ours(ExportableDetector(model, min_size, max_size).eval())))
+        elif name == "ours scripted":
+            out.append(_Wrapped(name, ours(torch.jit.script(ExportableDetector(model, min_size, max_size).eval()))))
+        elif name == "ours exported (Python)":
+            path = export_model(cfg, str(work_dir / "export"), model=model)
+            out.append(_Wrapped(name, ours(load_exported(str(path))[0])))
+        elif name == "ours C++":
+            if cpp_binary is None or not cpp_binary.exists():
+                print(f"[bench] skipping {name}: no C++ program (build it with scripts/build_cpp.sh)")
+                continue
+            path = work_dir / "export" / "model.ts"
+            if not path.exists():
+                export_model(cfg, str(work_dir / "export"), model=model)
+            image_file = work_dir / "image.png"
+            _save_png(image_bgr, image_file)
+            out.append(_Wrapped(name, lambda p=path, f=image_file: _cpp_latency(cpp_binary, p, f, threads)))
+        elif name == "ours fast fp32":
+            fast = prepare_for_inference(model)
+            out.append(_Wrapped(name, ours(ExportableDetector(fast, min_size, max_size).eval())))
+        elif name == "ours fast bf16":
+            fast = prepare_for_inference(model, bf16=True)
+            out.append(_Wrapped(name, ours(ExportableDetector(fast, min_size, max_size).eval())))
+        else:
+            raise ValueError(f"unknown candidate {name!r}")
+    return out
+
+
+def _save_png(image_bgr: Tensor, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(image_bgr.flip(0).permute(1, 2, 0).numpy()).save(path)
+
+
+def _cpp_latency(binary: Path, model: Path, image: Path, threads: int) -> float:
+    """Seconds of the C++ program's third inference of `image` (the first two warm LibTorch up)."""
+    result = subprocess.run([str(binary), "--model", str(model), "--threads", str(threads)] + [str(image)] * 3,
+                            capture_output=True, text=True, check=True)
+    last = [line for line in result.stdout.splitlines() if line.endswith(" ms")][-1]
+    return float(last.rsplit(",", 1)[1].strip().split()[0]) / 1000.0
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+def _round_robin(candidates: List[_Wrapped], warmup: int, rounds: int) -> Dict[str, List[float]]:
+    """Seconds per call for each candidate, calls interleaved: round r calls every candidate once."""
+    times: Dict[str, List[float]] = {c.name: [] for c in candidates}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for c in candidates:
+                c.call()
+        for r in range(rounds):
+            order = candidates if r % 2 == 0 else candidates[::-1]  # no candidate always runs first
+            for c in order:
+                start = time.perf_counter()
+                value = c.call()
+                elapsed = time.perf_counter() - start
+                # The C++ candidate returns its own in-process latency (process start excluded).
+                times[c.name].append(value if isinstance(value, float) else elapsed)
+    return times
+
+
+def _peak_memory_child(name: str, shared: Path, image_file: str, threads: int) -> float:
+    """MiB of extra resident memory one inference of candidate `name` needs, in a fresh process."""
+    code = ("import sys; from mrcnn_plugin.bench import _memory_child; "
+            "_memory_child(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
+    result = subprocess.run([sys.executable, "-c", code, name, str(shared), image_file, str(threads)],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        print(f"[bench] memory of {name} not measured: {result.stderr.strip().splitlines()[-1:]}")
+        return float("nan")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def _rss_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _memory_child(name: str, shared: str, image_file: str, threads: int) -> None:
+    torch.set_num_threads(threads)
+    image = _load_image(Path(image_file))
+    with tempfile.TemporaryDirectory() as tmp:
+        (candidate,) = _candidates([name], Path(shared), image, Path(tmp), None, threads)
+        with torch.no_grad():
+            candidate.call()
+            candidate.call()
+            before = _rss_kib("VmRSS")
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+            candidate.call()
+            peak = _rss_kib("VmHWM")
+    print((peak - before) / 1024.0)
+
+
+def _load_image(path: Path) -> Tensor:
+    from .data.detection_utils import read_image
+
+    return torch.from_numpy(np.ascontiguousarray(read_image(str(path), format="BGR").transpose(2, 0, 1)))
+
+
+def _network_flops(shared: Path, image_bgr: Tensor) -> Tuple[float, Tuple[int, int]]:
+    """fvcore multiply-adds x2 of the architecture on the benchmark image, and the network's input size."""
+    from .export.inference_module import resize_for_test
+    from .modeling.complexity import count_flops
+
+    cfg = _golden_cfg()
+    resized = resize_for_test(image_bgr, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    h, w = int(resized.shape[1]), int(resized.shape[2])
+    flops = count_flops(_golden_model(shared), h, w)
+    return 2.0 * flops.total, (h, w)
+
+
+# ----------------------------------------------------------------------------- training step
+
+
+def _training_batches(shared: Path) -> Tuple[List[Dict], List[Tensor], List[Dict[str, Tensor]]]:
+    """Two annotated coco-mini photos: as this project's inputs, and as torchvision's (images, targets)."""
+    from .config import get_cfg
+    from .data import DatasetCatalog, DatasetMapper
+
+    cfg = _golden_cfg()
+    cfg.INPUT.MIN_SIZE_TRAIN = (800,)
+    cfg.INPUT.RANDOM_FLIP = "none"
+    records = [r for r in DatasetCatalog.get("coco_mini_train") if r["annotations"]][:2]
+    mapper = DatasetMapper(cfg, is_train=True)
+    ours = [mapper(dict(r)) for r in records]
+    tv_images, tv_targets = [], []
+    for r, x in zip(records, ours):
+        image = _load_image(Path(r["file_name"]))
+        tv_images.append(image.flip(0).float() / 255.0)
+        inst = x["instances"]
+        # Same boxes and classes at the original size; torchvision resizes to 800 itself.
+        scale = torch.tensor([r["width"] / x["image"].shape[2], r["height"] / x["image"].shape[1]] * 2)
+        masks = torch.nn.functional.interpolate(inst.gt_masks.tensor[None].float(), size=(r["height"], r["width"]))[0]
+        tv_targets.append({"boxes": inst.gt_boxes.tensor * scale, "labels": inst.gt_classes + 1,
+                           "masks": masks.to(torch.uint8)})
+    del get_cfg
+    return ours, tv_images, tv_targets
+
+
+def _train_step_times(shared: Path, warmup: int, rounds: int) -> Dict[str, List[float]]:
+    from .modeling import build_model
+
+    cfg = _golden_cfg()
+    cfg.INPUT.MASK_FORMAT = "bitmask"
+    ours_inputs, tv_images, tv_targets = _training_batches(shared)
+    torch.manual_seed(0)
+    ours = build_model(cfg).train()
+    tv = _torchvision_model(train=True)
+    opt_ours = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+    opt_tv = torch.optim.SGD([p for p in tv.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
+
+    def step(model, opt, *args) -> float:
+        losses = model(*args)
+        total = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return float(total)
+
+    candidates = [_Wrapped("torchvision train step", lambda: step(tv, opt_tv, tv_images, tv_targets) and None),
+                  _Wrapped("ours train step", lambda: step(ours, opt_ours, ours_inputs) and None)]
+    times: Dict[str, List[float]] = {c.name: [] for c in candidates}
+    for _ in range(warmup):
+        for c in candidates:
+            c.call()
+    for r in range(rounds):
+        for c in (candidates if r % 2 == 0 else candidates[::-1]):
+            start = time.perf_counter()
+            c.call()
+            times[c.name].append(time.perf_counter() - start)
+    return times
+
+
+# ----------------------------------------------------------------------------- report
+
+
+INFERENCE_CANDIDATES = ["torchvision eager", "torchvision scripted", "ours eager", "ours scripted",
+                        "ours exported (Python)", "ours C++", "ours fast fp32", "ours fast bf16"]
+
+
+def _table(rows: List[Dict], header: List[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join(str(row.get(h, "")) for h in header) + " |")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> Dict:
+    torch.set_num_threads(args.threads)
+    shared = Path(args.shared)
+    image_file = Path(args.image) if args.image else shared / _DEFAULT_IMAGE
+    image = _load_image(image_file)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    report: Dict = {"threads": args.threads, "image": image_file.name,
+                    "image_size": [int(image.shape[1]), int(image.shape[2])], "rounds": args.rounds}
+    report["matmul_peak_gflops"] = {"fp32": matmul_peak_gflops(torch.float32),
+                                    "bf16": matmul_peak_gflops(torch.bfloat16)}
+    flops, input_size = _network_flops(shared, image)
+    report["network_input_size"] = list(input_size)
+    report["gflop_per_image"] = flops / 1e9
+    names = [n for n in INFERENCE_CANDIDATES if n not in set(args.skip)]
+    with tempfile.TemporaryDirectory() as tmp:
+        candidates = _candidates(names, shared, image, Path(tmp), Path(args.cpp) if args.cpp else None,
+                                 args.threads)
+        times = _round_robin(candidates, args.warmup, args.rounds)
+    base = statistics.median(times["torchvision eager"]) if "torchvision eager" in times else float("nan")
+    rows = []
+    for name, values in times.items():
+        median = statistics.median(values)
+        peak = report["matmul_peak_gflops"]["bf16" if "bf16" in name else "fp32"]
+        gflops = flops / 1e9 / median
+        memory = float("nan") if args.no_memory or name == "ours C++" else _peak_memory_child(
+            name, shared, str(image_file), args.threads)
+        rows.append({"candidate": name, "median s": f"{median:.3f}", "vs torchvision": f"{median / base:.2f}",
+                     "GFLOP/s": f"{gflops:.0f}", "% of matmul peak": f"{100 * gflops / peak:.0f}",
+                     "peak memory MiB": f"{memory:.0f}", "_median": median, "_times": values})
+    report["inference"] = rows
+    if not args.skip_training:
+        train_times = _train_step_times(shared, 1, max(3, args.rounds // 2))
+        tv_step = statistics.median(train_times["torchvision train step"])
+        report["training"] = [{"candidate": k, "median s": f"{statistics.median(v):.3f}",
+                               "vs torchvision": f"{statistics.median(v) / tv_step:.2f}", "_times": v}
+                              for k, v in train_times.items()]
+    header = ["candidate", "median s", "vs torchvision", "GFLOP/s", "% of matmul peak", "peak memory MiB"]
+    md = [f"Input {report['image']} {report['image_size'][1]}x{report['image_size'][0]} -> network "
+          f"{input_size[1]}x{input_size[0]}, {report['gflop_per_image']:.0f} GFLOP per image (fvcore x2), "
+          f"{args.threads} threads, {args.rounds} interleaved rounds after {args.warmup} warm-up.",
+          f"Matrix-product peak in this run: fp32 {report['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
+          f"bf16 {report['matmul_peak_gflops']['bf16']:.0f} GFLOP/s.", "", _table(rows, header)]
+    if "training" in report:
+        md += ["", "Training step (batch 2, forward + backward + SGD step):", "",
+               _table(report["training"], ["candidate", "median s", "vs torchvision"])]
+    text = "\n".join(md)
+    print(text)
+    (output / "bench.md").write_text(text + "\n")
+    (output / "bench.json").write_text(json.dumps(report, indent=2, default=float))
+    print(f"\nwrote {output / 'bench.md'} and {output / 'bench.json'}")
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shared", default=str(_DEFAULT_SHARED),
+                        help="folder with golden/weights_rule.py and data/coco-mini (default ../shared)")
+    parser.add_argument("--image", default=None, help=f"benchmark photo (default SHARED/{_DEFAULT_IMAGE})")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate")
+    parser.add_argument("--rounds", type=int, default=5, help="timed interleaved rounds")
+    parser.add_argument("--cpp", default=str(_REPO / "build" / "cpp" / "mrcnn_infer"), help="C++ program")
+    parser.add_argument("--skip", nargs="*", default=[], choices=INFERENCE_CANDIDATES, metavar="CANDIDATE",
+                        help="candidates to leave out")
+    parser.add_argument("--skip-training", action="store_true", help="no training-step comparison")
+    parser.add_argument("--no-memory", action="store_true", help="no per-candidate memory measurement")
+    parser.add_argument("--output", default="outputs/bench", help="writes bench.json and bench.md here")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="mrcnn bench", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONWARNINGS", "ignore")
+    sys.exit(main())

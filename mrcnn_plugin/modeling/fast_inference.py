@@ -1,0 +1,143 @@
+"""The fast inference mode: the same detections, computed with less work.
+
+Two rewrites of a model that is only run forward, neither of which changes
+results beyond float rounding:
+
+- fold_batch_norms: a FrozenBN (or eval-mode BatchNorm) after a convolution is
+  an affine map per output channel, so it folds into that convolution's weight
+  and bias, saving one full pass over every backbone feature map;
+- channels-last: oneDNN's convolutions run faster on NHWC tensors, and the
+  ATen ROIAlign reads NHWC directly, so the backbone's weights and the input
+  image are laid out channels-last.
+
+Both work in place on a module that will no longer be trained or saved as a
+checkpoint (its state_dict changes: norms disappear, convolutions gain biases),
+so `prepare_for_inference` applies them to a copy.
+"""
+import copy
+from typing import Any, List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from ..layers import Conv2d, FrozenBatchNorm2d
+
+__all__ = ["fold_batch_norms", "prepare_for_inference", "enable_bf16", "Bf16Autocast"]
+
+
+def _norm_scale_shift(norm: nn.Module) -> Tuple[Tensor, Tensor]:
+    """(scale, shift), each Tensor[C], with norm(x) = x * scale + shift per channel."""
+    if isinstance(norm, FrozenBatchNorm2d):
+        return norm.scale_and_shift()
+    assert isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats
+    weight = norm.weight if norm.affine else torch.ones_like(norm.running_mean)
+    bias = norm.bias if norm.affine else torch.zeros_like(norm.running_mean)
+    scale = weight * (norm.running_var + norm.eps).rsqrt()
+    return scale, bias - norm.running_mean * scale
+
+
+def _foldable(conv: nn.Module) -> bool:
+    norm = getattr(conv, "norm", None)
+    if not isinstance(conv, Conv2d) or norm is None:
+        return False
+    if isinstance(norm, FrozenBatchNorm2d):
+        return True
+    # A BatchNorm that still trains normalises by batch statistics, which no fixed weight reproduces.
+    return isinstance(norm, nn.BatchNorm2d) and not norm.training and norm.track_running_stats
+
+
+@torch.no_grad()
+def fold_batch_norms(module: nn.Module) -> int:
+    """Folds every Conv2d's FrozenBN / eval-mode BatchNorm into the convolution, in place.
+
+    conv(x) * scale + shift = conv'(x) with weight' = weight * scale (per output
+    channel) and bias' = bias * scale + shift. Returns how many were folded.
+    """
+    folded = 0
+    for conv in module.modules():
+        if not _foldable(conv):
+            continue
+        scale, shift = _norm_scale_shift(conv.norm)
+        weight = conv.weight * scale.reshape(-1, 1, 1, 1).to(conv.weight.dtype)
+        bias = shift if conv.bias is None else conv.bias * scale + shift
+        conv.weight = nn.Parameter(weight, requires_grad=False)
+        conv.bias = nn.Parameter(bias.to(weight.dtype), requires_grad=False)
+        conv.norm = None
+        folded += 1
+    return folded
+
+
+def prepare_for_inference(model: nn.Module, channels_last: bool = True, bf16: bool = False) -> nn.Module:
+    """A copy of `model` in eval mode with its norms folded and, if asked, channels-last weights.
+
+    The copy computes the same outputs as `model.eval()` up to float rounding
+    (tests/modeling/test_fast_inference.py); `model` itself is untouched.
+    bf16=True also runs the convolution stages in bfloat16 (enable_bf16): faster
+    on CPUs with AMX / AVX512-BF16 and on GPUs, not bit-faithful, eager only.
+    """
+    fast = copy.deepcopy(model).eval()
+    fold_batch_norms(fast)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    if channels_last:
+        for conv in fast.modules():
+            if isinstance(conv, nn.Conv2d) and conv.weight.dim() == 4:
+                conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+    if bf16:
+        enable_bf16(fast)
+    return fast
+
+
+def _to_float(value: Any) -> Any:
+    """value with every floating tensor in it (nested in lists, tuples, dicts) cast to float32."""
+    if isinstance(value, Tensor):
+        return value.float() if value.is_floating_point() else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_float(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_float(v) for k, v in value.items()}
+    return value
+
+
+class Bf16Autocast(nn.Module):
+    """Runs `module` under bfloat16 autocast and returns its outputs in float32.
+
+    Only the convolution and matrix-product stages are wrapped (backbone, RPN
+    head, box and mask heads): box decoding, NMS, ROIAlign and mask pasting
+    stay in float32, where bf16's 8-bit mantissa would move boxes by pixels.
+    Eager only: TorchScript does not script autocast regions on CPU.
+    """
+
+    def __init__(self, module: nn.Module):
+        super().__init__()
+        self.module = module
+
+    def __getattr__(self, name: str) -> Any:
+        # The heads read attributes of the stages they call (size_divisibility, loss_type, ...).
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(super().__getattr__("module"), name)
+
+    def forward(self, *args: Any) -> Any:
+        device_type = "cuda" if any(p.is_cuda for p in self.module.parameters()) else "cpu"
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+            out = self.module(*args)
+        return _to_float(out)
+
+
+_BF16_STAGES = ("backbone", "proposal_generator.rpn_head", "roi_heads.box_head", "roi_heads.mask_head",
+                "roi_heads.keypoint_head")
+
+
+def enable_bf16(model: nn.Module) -> List[str]:
+    """Wraps model's convolution / matrix-product stages in Bf16Autocast, in place; returns their names."""
+    wrapped: List[str] = []
+    for path in _BF16_STAGES:
+        parent_path, _, name = path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        child = getattr(parent, name, None)
+        if isinstance(child, nn.Module) and not isinstance(child, Bf16Autocast):
+            setattr(parent, name, Bf16Autocast(child))
+            wrapped.append(path)
+    return wrapped

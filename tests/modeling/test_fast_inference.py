@@ -1,0 +1,111 @@
+"""The fast inference mode (modeling/fast_inference.py): folding batch norms into convolutions and
+channels-last weights change results by float rounding only; the bf16 mode keeps box decoding in
+float32; the original model is never modified."""
+import pytest
+import torch
+from torch import nn
+
+from golden_utils import build_golden_model, golden_match_rate, load_golden
+from mrcnn_plugin.layers import Conv2d, FrozenBatchNorm2d
+from mrcnn_plugin.modeling import build_model
+from mrcnn_plugin.modeling.fast_inference import Bf16Autocast, enable_bf16, fold_batch_norms, prepare_for_inference
+from tiny_models import synthetic_image, tiny_cfg
+
+
+def _random_frozen_bn(channels: int, g: torch.Generator) -> FrozenBatchNorm2d:
+    bn = FrozenBatchNorm2d(channels)
+    bn.weight.copy_(torch.rand(channels, generator=g) + 0.5)
+    bn.bias.copy_(torch.randn(channels, generator=g))
+    bn.running_mean.copy_(torch.randn(channels, generator=g))
+    bn.running_var.copy_(torch.rand(channels, generator=g) + 0.1)
+    return bn
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("norm_kind", ["frozen", "bn_eval"])
+def test_folded_conv_equals_conv_then_norm(bias, norm_kind):
+    """conv -> norm and the folded conv give the same output (with and without a conv bias, for
+    FrozenBN and for an eval-mode BatchNorm2d); the norm is gone afterwards."""
+    g = torch.Generator().manual_seed(0)
+    if norm_kind == "frozen":
+        norm = _random_frozen_bn(8, g)
+    else:
+        norm = nn.BatchNorm2d(8).eval()
+        with torch.no_grad():
+            norm.weight.copy_(torch.rand(8, generator=g) + 0.5)
+            norm.bias.copy_(torch.randn(8, generator=g))
+            norm.running_mean.copy_(torch.randn(8, generator=g))
+            norm.running_var.copy_(torch.rand(8, generator=g) + 0.1)
+    conv = Conv2d(4, 8, kernel_size=3, padding=1, bias=bias, norm=norm, activation=nn.ReLU())
+    x = torch.randn(2, 4, 9, 11, generator=g)
+    with torch.no_grad():
+        expected = conv(x)
+        assert fold_batch_norms(conv) == 1
+        got = conv(x)
+    assert conv.norm is None and conv.bias is not None
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_training_batch_norm_is_not_folded():
+    """A BatchNorm2d in training mode normalises by batch statistics: folding it would change the
+    output, so it is left alone."""
+    conv = Conv2d(3, 4, kernel_size=1, bias=False, norm=nn.BatchNorm2d(4).train())
+    assert fold_batch_norms(conv) == 0 and conv.norm is not None
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    return build_model(tiny_cfg()).eval()
+
+
+def test_prepare_for_inference_copies_and_matches(tiny_model):
+    """prepare_for_inference folds every backbone norm into a copy (the original keeps its state_dict
+    keys) and the copy's detections equal the original's up to float rounding."""
+    keys = list(tiny_model.state_dict().keys())
+    num_norms = sum(1 for m in tiny_model.modules() if isinstance(getattr(m, "norm", None), FrozenBatchNorm2d))
+    fast = prepare_for_inference(tiny_model)
+    assert list(tiny_model.state_dict().keys()) == keys
+    assert num_norms > 0 and not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
+    inputs = [{"image": synthetic_image(1)}]
+    with torch.no_grad():
+        a, b = tiny_model.inference(inputs)[0], fast.inference(inputs)[0]
+    assert a["scores"].numel() > 0 and torch.equal(a["pred_classes"], b["pred_classes"])
+    torch.testing.assert_close(b["pred_boxes"], a["pred_boxes"], atol=1e-3, rtol=0)
+    torch.testing.assert_close(b["scores"], a["scores"], atol=1e-4, rtol=0)
+
+
+def test_fast_model_scripts(tiny_model):
+    """The fast copy scripts (the export uses it) and the scripted copy equals it."""
+    fast = prepare_for_inference(tiny_model)
+    scripted = torch.jit.script(fast)
+    inputs = [{"image": synthetic_image(2)}]
+    with torch.no_grad():
+        a, b = fast.inference(inputs)[0], scripted.inference(inputs)[0]
+    assert torch.equal(a["pred_classes"], b["pred_classes"])
+    torch.testing.assert_close(b["pred_boxes"], a["pred_boxes"], atol=1e-3, rtol=0)
+
+
+def test_bf16_wraps_the_matrix_stages_and_keeps_float32_outputs(tiny_model):
+    """enable_bf16 wraps the backbone, RPN head and box / mask heads; boxes, scores and masks come
+    out in float32 and finite."""
+    fast = prepare_for_inference(tiny_model, bf16=True)
+    assert isinstance(fast.backbone, Bf16Autocast) and isinstance(fast.roi_heads.box_head, Bf16Autocast)
+    assert enable_bf16(fast) == []  # idempotent
+    with torch.no_grad():
+        out = fast.inference([{"image": synthetic_image(1)}])[0]
+    assert out["pred_boxes"].dtype == torch.float32 and out["scores"].dtype == torch.float32
+    assert torch.isfinite(out["pred_boxes"]).all() and out["pred_masks"].dtype == torch.bool
+
+
+def test_fast_golden_model_reproduces_the_reference(shared_dir):
+    """On the reference R50-FPN weights, the fast copy's final detections still match the reference
+    detectron2's on a golden photo (shared/golden/match.py, >= 98%)."""
+    model = build_golden_model(shared_dir, "mask_rcnn_R_50_FPN")
+    fast = prepare_for_inference(model)
+    golden = load_golden(shared_dir, "mask_rcnn_R_50_FPN", "chelsea")
+    h, w = golden["orig_hw"]
+    inputs = [{"image": golden["image_bgr_chw_uint8"], "height": h, "width": w}]
+    with torch.no_grad():
+        out = fast.inference(inputs)[0]
+    assert golden_match_rate(shared_dir, golden["final"], out) >= 0.98
