@@ -127,8 +127,22 @@ class DetectionCheckpointer(Checkpointer):
         if os.path.basename(save_file) != basename:
             raise ValueError(f"Checkpoint name {name!r} must not contain a directory")
         self.logger.info("Saving checkpoint to %s", save_file)
+        self._remove_stale_temporaries()
         atomic_write(save_file, lambda f: torch.save(data, f), self.path_manager)
         self.tag_last_checkpoint(basename)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Deletes half-written `.NAME.pth.*.tmp` files that a killed earlier save left behind.
+
+        Only one process saves into a directory, and it is not mid-save here, so every
+        such file is an orphan; none can be loaded (they never got their final name).
+        """
+        if not os.path.isdir(self.save_dir):
+            return
+        for entry in os.listdir(self.save_dir):
+            if entry.startswith(".") and entry.endswith(".tmp") and ".pth." in entry:
+                self.logger.warning("Removing the partial checkpoint %s left by an interrupted save", entry)
+                os.remove(os.path.join(self.save_dir, entry))
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         """Writes `save_dir/last_checkpoint` (the newest checkpoint's file name) atomically."""

@@ -67,7 +67,8 @@ def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path):
     """SIGKILL once the new checkpoint's temporary file has data in it (and before the save ends):
     afterwards there is no model_0000009.pth, only the hidden partial temporary file (which does
     not load); last_checkpoint still says model_0000004.pth, the checkpointer's
-    get_checkpoint_file() and resume (load_newest_complete_checkpoint) pick it, and it loads the
+    get_checkpoint_file() and resume (load_newest_complete_checkpoint) pick it, the next save
+    removes the orphaned temporary file, and the previous checkpoint loads the
     iteration-4 weights exactly."""
     save_dir = tmp_path / "output"
     log_path = tmp_path / "child.log"
@@ -114,3 +115,9 @@ def test_sigkill_during_save_keeps_previous_checkpoint(tmp_path):
     loaded = model.state_dict()
     assert loaded.keys() == expected.keys()
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+    # The next save removes the orphaned partial file and completes normally.
+    checkpointer.save("model_0000014", iteration=14)
+    assert not partial[0].exists()
+    assert not list(save_dir.glob(".*.tmp"))
+    assert (save_dir / "last_checkpoint").read_text() == "model_0000014.pth"
