@@ -383,7 +383,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with golden/weights_rule.py and data/coco-mini (default ../shared)")
     parser.add_argument("--image", default=None, help=f"benchmark photo (default SHARED/{_DEFAULT_IMAGE})")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per candidate")
+    parser.add_argument("--warmup", type=int, default=3,
+                        help="untimed calls per candidate (scripted models optimise their graph on the first two)")
     parser.add_argument("--rounds", type=int, default=5, help="timed interleaved rounds")
     parser.add_argument("--cpp", default=str(_REPO / "build" / "cpp" / "mrcnn_infer"), help="C++ program")
     parser.add_argument("--skip", nargs="*", default=[], choices=INFERENCE_CANDIDATES, metavar="CANDIDATE",

@@ -1,0 +1,43 @@
+"""`mrcnn bench`'s measuring parts: the round-robin interleaves candidates and alternates who goes
+first, the C++ latency is read from the program's own per-image line, the matrix-product peak is a
+plausible positive rate. (The benchmark's numbers themselves are printed by `mrcnn bench`, not
+asserted in tests.)"""
+import subprocess
+from pathlib import Path
+
+import torch
+
+from mrcnn_plugin import bench
+
+
+def test_round_robin_interleaves_and_alternates_order():
+    """Every round calls each candidate once; odd rounds run them in reverse order; warm-up calls
+    are not timed."""
+    calls = []
+    candidates = [bench._Wrapped(name, (lambda name=name: calls.append(name) or 0)) for name in "abc"]
+    times = bench._round_robin(candidates, warmup=1, rounds=2)
+    assert calls == list("abc") + list("abc") + list("cba")
+    assert {k: len(v) for k, v in times.items()} == {"a": 2, "b": 2, "c": 2}
+
+
+def test_cpp_latency_reads_the_last_image_line(tmp_path, monkeypatch):
+    """The C++ candidate's time is the third image's in-program latency (process start and the two
+    warm-up inferences excluded), parsed from mrcnn_infer's "file: WxH, N detections, T ms" lines."""
+    stdout = "a.png: 640x480, 100 detections, 9000.0 ms\na.png: 640x480, 100 detections, 4100.5 ms\n" \
+             "a.png: 640x480, 100 detections, 3950.25 ms\n"
+    seen = {}
+
+    def fake_run(cmd, **kwargs):
+        seen["cmd"] = cmd
+        return subprocess.CompletedProcess(cmd, 0, stdout=stdout, stderr="")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    seconds = bench._cpp_latency(Path("mrcnn_infer"), Path("model.ts"), Path("a.png"), threads=2)
+    assert abs(seconds - 3.95025) < 1e-9
+    assert seen["cmd"][-3:] == ["a.png"] * 3 and seen["cmd"][seen["cmd"].index("--threads") + 1] == "2"
+
+
+def test_matmul_peak_is_positive():
+    """The fp32 peak of a small product is a positive, finite GFLOP/s figure."""
+    peak = bench.matmul_peak_gflops(torch.float32, n=256, reps=2)
+    assert 0 < peak < 1e6
