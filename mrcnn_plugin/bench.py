@@ -253,12 +253,12 @@ def _network_flops(shared: Path, image_bgr: Tensor) -> Tuple[float, Tuple[int, i
 
 def _training_batches(shared: Path) -> Tuple[List[Dict], List[Tensor], List[Dict[str, Tensor]]]:
     """Two annotated coco-mini photos: as this project's inputs, and as torchvision's (images, targets)."""
-    from .config import get_cfg
     from .data import DatasetCatalog, DatasetMapper
 
     cfg = _golden_cfg()
     cfg.INPUT.MIN_SIZE_TRAIN = (800,)
     cfg.INPUT.RANDOM_FLIP = "none"
+    cfg.INPUT.MASK_FORMAT = "bitmask"  # torchvision's targets are bitmasks
     records = [r for r in DatasetCatalog.get("coco_mini_train") if r["annotations"]][:2]
     mapper = DatasetMapper(cfg, is_train=True)
     ours = [mapper(dict(r)) for r in records]
@@ -272,7 +272,6 @@ def _training_batches(shared: Path) -> Tuple[List[Dict], List[Tensor], List[Dict
         masks = torch.nn.functional.interpolate(inst.gt_masks.tensor[None].float(), size=(r["height"], r["width"]))[0]
         tv_targets.append({"boxes": inst.gt_boxes.tensor * scale, "labels": inst.gt_classes + 1,
                            "masks": masks.to(torch.uint8)})
-    del get_cfg
     return ours, tv_images, tv_targets
 
 
@@ -280,7 +279,6 @@ def _train_step_times(shared: Path, warmup: int, rounds: int) -> Dict[str, List[
     from .modeling import build_model
 
     cfg = _golden_cfg()
-    cfg.INPUT.MASK_FORMAT = "bitmask"
     ours_inputs, tv_images, tv_targets = _training_batches(shared)
     torch.manual_seed(0)
     ours = build_model(cfg).train()
@@ -355,12 +353,20 @@ def run(args: argparse.Namespace) -> Dict:
                      "GFLOP/s": f"{gflops:.0f}", "% of matmul peak": f"{100 * gflops / peak:.0f}",
                      "peak memory MiB": f"{memory:.0f}", "_median": median, "_times": values})
     report["inference"] = rows
+    _write(report, input_size, args, output)
     if not args.skip_training:
         train_times = _train_step_times(shared, 1, max(3, args.rounds // 2))
         tv_step = statistics.median(train_times["torchvision train step"])
         report["training"] = [{"candidate": k, "median s": f"{statistics.median(v):.3f}",
                                "vs torchvision": f"{statistics.median(v) / tv_step:.2f}", "_times": v}
                               for k, v in train_times.items()]
+        _write(report, input_size, args, output)
+    return report
+
+
+def _write(report: Dict, input_size: Tuple[int, int], args: argparse.Namespace, output: Path) -> None:
+    """Prints the tables and writes bench.md and bench.json (again after each part)."""
+    rows = report["inference"]
     header = ["candidate", "median s", "vs torchvision", "GFLOP/s", "% of matmul peak", "peak memory MiB"]
     md = [f"Input {report['image']} {report['image_size'][1]}x{report['image_size'][0]} -> network "
           f"{input_size[1]}x{input_size[0]}, {report['gflop_per_image']:.0f} GFLOP per image (fvcore x2), "
@@ -375,7 +381,6 @@ def run(args: argparse.Namespace) -> Dict:
     (output / "bench.md").write_text(text + "\n")
     (output / "bench.json").write_text(json.dumps(report, indent=2, default=float))
     print(f"\nwrote {output / 'bench.md'} and {output / 'bench.json'}")
-    return report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

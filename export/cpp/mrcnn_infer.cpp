@@ -239,10 +239,12 @@ void draw(const std::string& image_path, const std::string& out_path, const std:
     char label[128];
     std::snprintf(label, sizeof(label), "%s %.0f%%", class_name(meta, d.cls).c_str(), 100.0 * d.score);
     int baseline = 0;
-    cv::Size size = cv::getTextSize(label, cv::FONT_HERSHEY_SIMPLEX, 0.5, 1, &baseline);
-    cv::Point org(p0.x, std::max(p0.y - 3, size.height + 2));
+    // Text about 1/40 of the image's short side (0.3 to 0.6 of Hershey's 22 px), kept inside the image.
+    double font = std::min(0.6, std::max(0.3, std::min(canvas.rows, canvas.cols) / 40.0 / 22.0));
+    cv::Size size = cv::getTextSize(label, cv::FONT_HERSHEY_SIMPLEX, font, 1, &baseline);
+    cv::Point org(std::max(0, std::min(p0.x, canvas.cols - size.width)), std::max(p0.y - 3, size.height + 2));
     cv::rectangle(canvas, org + cv::Point(0, baseline), org + cv::Point(size.width, -size.height - 2), color, cv::FILLED);
-    cv::putText(canvas, label, org, cv::FONT_HERSHEY_SIMPLEX, 0.5, cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
+    cv::putText(canvas, label, org, cv::FONT_HERSHEY_SIMPLEX, font, cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
     if (!d.keypoints.empty()) {
       size_t k = d.keypoints.size() / 3;
       auto pt = [&](size_t j) { return cv::Point(static_cast<int>(d.keypoints[3 * j]), static_cast<int>(d.keypoints[3 * j + 1])); };

@@ -69,23 +69,10 @@ def _group_weights(rois: Tensor, output_size: Tuple[int, int], spatial_scale: fl
     as rows of the features flattened to Tensor[N * H * W, C].
     """
     ph, pw = output_size
-    offset = 0.5 if aligned else 0.0
-    x0 = rois[:, 1] * spatial_scale - offset
-    y0 = rois[:, 2] * spatial_scale - offset
-    roi_w = rois[:, 3] * spatial_scale - offset - x0
-    roi_h = rois[:, 4] * spatial_scale - offset - y0
-    if not aligned:
-        roi_w = roi_w.clamp(min=1.0)
-        roi_h = roi_h.clamp(min=1.0)
-    if sampling_ratio > 0:
-        grid_h = torch.full_like(roi_h, float(sampling_ratio))
-        grid_w = torch.full_like(roi_w, float(sampling_ratio))
-    else:
-        grid_h = torch.ceil(roi_h / ph)
-        grid_w = torch.ceil(roi_w / pw)
+    x0, y0, bin_w, bin_h, grid_h, grid_w = _roi_bins(rois, output_size, spatial_scale, sampling_ratio, aligned)
     count = (grid_h * grid_w).clamp(min=1.0)
-    ay, oy = _axis_weights(y0, roi_h / ph, grid_h, ph, height)
-    ax, ox = _axis_weights(x0, roi_w / pw, grid_w, pw, width)
+    ay, oy = _axis_weights(y0, bin_h, grid_h, ph, height)
+    ax, ox = _axis_weights(x0, bin_w, grid_w, pw, width)
     hc, wc = ay.shape[2], ax.shape[2]
     rows = (oy[:, None] + torch.arange(hc, device=rois.device)).clamp(max=height - 1)
     cols = (ox[:, None] + torch.arange(wc, device=rois.device)).clamp(max=width - 1)

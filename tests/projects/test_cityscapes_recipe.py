@@ -55,15 +55,6 @@ TINY_OPTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the machine's two cores are shared with other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _cfg(*opts: str):
     cfg = get_cfg()
     cfg.merge_from_file(str(CONFIG))

@@ -8,36 +8,13 @@ import json
 import math
 from pathlib import Path
 
-import pytest
-import torch
 
 from mrcnn_plugin.config import get_cfg
 from mrcnn_plugin.engine import Trainer
+from smoke_opts import COCO_MINI_SMOKE_OPTS as TINY_OPTS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SMOKE = REPO_ROOT / "projects" / "COCO" / "configs" / "mask_rcnn_R18_FPN_coco_mini_smoke.yaml"
-
-TINY_OPTS = [
-    "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "400", "MODEL.RPN.POST_NMS_TOPK_TRAIN", "200",
-    "MODEL.RPN.PRE_NMS_TOPK_TEST", "200", "MODEL.RPN.POST_NMS_TOPK_TEST", "100",
-    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64",
-    # An untrained 80-class model scores every class near 1/81, under the default 0.05 threshold:
-    # score every detection, but only 10 per image.
-    "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "TEST.DETECTIONS_PER_IMAGE", "10",
-    "INPUT.MIN_SIZE_TRAIN", "(128,)", "INPUT.MAX_SIZE_TRAIN", "192",
-    "INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192",
-    "SOLVER.MAX_ITER", "3", "SOLVER.WARMUP_ITERS", "2", "SOLVER.STEPS", "()",
-    "SOLVER.CHECKPOINT_PERIOD", "100000", "TEST.EVAL_PERIOD", "0", "DATALOADER.NUM_WORKERS", "0",
-]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the machine's two cores are shared with other jobs."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_smoke_config_trains_and_scores_boxes_and_masks(tmp_path):
