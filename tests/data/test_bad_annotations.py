@@ -16,22 +16,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mrcnn_plugin.config import get_cfg
-from mrcnn_plugin.data import (BoxMode, DatasetCatalog, DatasetMapper, MetadataCatalog, get_detection_dataset_dicts,
+from mrcnn_plugin.data import (BoxMode, DatasetMapper, MetadataCatalog, get_detection_dataset_dicts,
                                load_coco_json, register_coco_instances)
 from mrcnn_plugin.modeling.roi_heads.keypoint_head import keypoint_rcnn_loss
 from mrcnn_plugin.structures import Boxes, Instances, polygons_to_bitmask, rasterize_polygons_within_box
 
 LOGGER = "mrcnn_plugin.data"
-
-
-@pytest.fixture
-def fresh_name(request):
-    """A dataset name unique to the test, removed from both catalogs afterwards."""
-    name = f"_test_bad_annotations_{request.node.name}"
-    yield name
-    if name in DatasetCatalog:
-        DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
 
 
 def _cfg(**overrides):

@@ -17,16 +17,6 @@ def coco_mini(shared_dir: Path) -> Path:
     return shared_dir / "data" / "coco-mini"
 
 
-@pytest.fixture
-def fresh_name(request):
-    """A dataset name unique to the test, removed from both catalogs afterwards."""
-    name = f"_test_{request.node.name}"
-    yield name
-    if name in DatasetCatalog:
-        DatasetCatalog.remove(name)
-    MetadataCatalog.remove(name)
-
-
 # ----------------------------------------------------------------------------- catalog
 
 
