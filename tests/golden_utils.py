@@ -13,9 +13,13 @@ GOLDEN_CONFIGS = {
 GOLDEN_IMAGES = ("astronaut", "chelsea", "coffee")
 
 
-def build_golden_model(shared: Path, name: str):
+def build_golden_model(shared: Path, name: str, channels_last: bool = False):
     """The reference architecture `name` on CPU, eval mode, with the golden weights of
-    shared/golden/weights_rule.py (every tensor a function of its state_dict key)."""
+    shared/golden/weights_rule.py (every tensor a function of its state_dict key).
+
+    NCHW by default: the reference's memory layout, so that its rounding, and the
+    order of near-tied proposals, can be compared stage by stage.
+    channels_last=True is the project's default (MODEL.CHANNELS_LAST)."""
     import importlib.util
 
     import torch
@@ -29,6 +33,7 @@ def build_golden_model(shared: Path, name: str):
     cfg = get_cfg()
     cfg.merge_from_file(str(_REPO_ROOT / "configs" / GOLDEN_CONFIGS[name]))
     cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.CHANNELS_LAST = channels_last
     model = build_model(cfg).eval()
     model.load_state_dict(rule.fill_state_dict(model.state_dict()))
     return model

@@ -1,6 +1,6 @@
 """Instance masks as bitmaps or polygons, and their crop-and-resize into mask-head targets."""
 import copy
-from typing import Any, List, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -45,7 +45,14 @@ def rasterize_polygons_within_box(polygons: List[np.ndarray], box: np.ndarray, m
 
 
 class BitMasks:
-    """N full-image masks, `tensor`: Tensor[N, H, W] bool."""
+    """N full-image masks, `tensor`: Tensor[N, H, W] bool.
+
+    Indexing does not copy: a BitMasks picked out of another keeps the
+    original masks and the picked rows (Tensor[N] int64). ROI sampling picks a
+    gt mask for each of 512 proposals per image; copying them would move
+    512 full-image masks per image and step, where the mask head only needs
+    the 28x28 crops of the foreground ones. `tensor` gathers the rows on first use.
+    """
 
     def __init__(self, tensor: Union[Tensor, np.ndarray]):
         if isinstance(tensor, Tensor):
@@ -55,22 +62,47 @@ class BitMasks:
         if tensor.dim() != 3:
             raise ValueError(f"BitMasks need Tensor[N, H, W], got shape {tuple(tensor.shape)}")
         self.image_size = tensor.shape[1:]
-        self.tensor = tensor
+        self._source = tensor
+        self._rows: Optional[Tensor] = None  # None: all of _source, in order
+
+    @classmethod
+    def _picked(cls, source: Tensor, rows: Tensor) -> "BitMasks":
+        masks = cls.__new__(cls)
+        masks.image_size = source.shape[1:]
+        masks._source = source
+        masks._rows = rows
+        return masks
+
+    @property
+    def tensor(self) -> Tensor:
+        if self._rows is not None:
+            self._source = self._source.index_select(0, self._rows)
+            self._rows = None
+        return self._source
+
+    def _source_rows(self) -> Tensor:
+        """Tensor[N] int64: which masks of `_source` these are."""
+        if self._rows is None:
+            return torch.arange(self._source.shape[0], device=self._source.device)
+        return self._rows
 
     def to(self, *args: Any, **kwargs: Any) -> "BitMasks":
         return BitMasks(self.tensor.to(*args, **kwargs))
 
     @property
     def device(self) -> torch.device:
-        return self.tensor.device
+        return self._source.device
 
     def __getitem__(self, item) -> "BitMasks":
         if isinstance(item, int):
             return BitMasks(self.tensor[item].unsqueeze(0))
-        return BitMasks(self.tensor[item])
+        rows = self._source_rows()[item]
+        if rows.dim() == 0:
+            rows = rows.unsqueeze(0)
+        return BitMasks._picked(self._source, rows)
 
     def __len__(self) -> int:
-        return self.tensor.shape[0]
+        return self._source.shape[0] if self._rows is None else self._rows.shape[0]
 
     def nonempty(self) -> Tensor:
         return self.tensor.flatten(1).any(dim=1)
@@ -79,10 +111,11 @@ class BitMasks:
         """Tight XYXY boxes around each mask (zeros for an empty mask), as `Boxes`."""
         from .boxes import Boxes
 
-        boxes = torch.zeros(self.tensor.shape[0], 4, dtype=torch.float32)
-        x_any = torch.any(self.tensor, dim=1)
-        y_any = torch.any(self.tensor, dim=2)
-        for idx in range(self.tensor.shape[0]):
+        masks = self.tensor
+        boxes = torch.zeros(masks.shape[0], 4, dtype=torch.float32)
+        x_any = torch.any(masks, dim=1)
+        y_any = torch.any(masks, dim=2)
+        for idx in range(masks.shape[0]):
             x = torch.where(x_any[idx, :])[0]
             y = torch.where(y_any[idx, :])[0]
             if len(x) > 0 and len(y) > 0:
@@ -90,19 +123,55 @@ class BitMasks:
         return Boxes(boxes)
 
     def crop_and_resize(self, boxes: Tensor, mask_size: int) -> Tensor:
-        """Bilinear crop of each mask i inside boxes[i] (Tensor[N, 4] XYXY) -> Tensor[N, M, M] bool."""
+        """Bilinear crop of each mask i inside boxes[i] (Tensor[N, 4] XYXY) -> Tensor[N, M, M] bool.
+
+        Equals ROIAlign (aligned, adaptive sampling) of the full masks at 0.5.
+        Each source mask is converted to float only over the region its boxes'
+        samples can read (the boxes' union plus a 2-pixel margin), not at full
+        image size; the shift of the boxes into that region is exact in float.
+        """
         if len(boxes) != len(self):
             raise ValueError(f"{len(boxes)} boxes for {len(self)} masks")
-        device = self.tensor.device
-        batch_inds = torch.arange(len(boxes), device=device).to(dtype=boxes.dtype)[:, None]
-        rois = torch.cat([batch_inds, boxes.to(device)], dim=1)
-        bit_masks = self.tensor.to(dtype=torch.float32)
-        output = roi_align(bit_masks[:, None], rois.float(), (mask_size, mask_size), 1.0, 0, True)
-        return output[:, 0] >= 0.5
+        device = self._source.device
+        boxes = boxes.to(device=device, dtype=torch.float32)
+        out = torch.zeros((len(boxes), mask_size, mask_size), dtype=torch.bool, device=device)
+        if len(boxes) == 0:
+            return out
+        rows = self._source_rows()
+        height, width = int(self.image_size[0]), int(self.image_size[1])
+        for source_row in torch.unique(rows).tolist():
+            picked = torch.nonzero(rows == source_row).squeeze(1)
+            region = _sample_region(boxes[picked], height, width)
+            if region is None:
+                continue  # every box lies outside the image: ROIAlign reads only zeros
+            x0, y0, x1, y1 = region
+            crop = self._source[source_row, y0:y1, x0:x1].to(torch.float32)[None, None]
+            shift = torch.tensor([x0, y0, x0, y0], dtype=torch.float32, device=device)
+            rois = torch.cat([torch.zeros((len(picked), 1), device=device), boxes[picked] - shift], dim=1)
+            output = roi_align(crop, rois, (mask_size, mask_size), 1.0, 0, True)
+            out[picked] = output[:, 0] >= 0.5
+        return out
 
     @staticmethod
     def cat(bitmasks_list: List["BitMasks"]) -> "BitMasks":
         return BitMasks(torch.cat([bm.tensor for bm in bitmasks_list], dim=0))
+
+
+def _sample_region(boxes: Tensor, height: int, width: int) -> Optional[Tuple[int, int, int, int]]:
+    """The pixels (x0, y0, x1, y1), end exclusive, that ROIAlign samples inside `boxes` (Tensor[B, 4]) can read.
+
+    A sample at x reads pixels floor(x) and floor(x) + 1, with x within
+    [box x0 - 0.5, box x1 - 0.5] (aligned); one extra pixel each side keeps
+    every sample of the region clear of its edge, where ROIAlign clamps,
+    unless that edge is the image's own. None if the region is empty.
+    """
+    lo = boxes[:, :2].min(dim=0).values.floor() - 2
+    hi = boxes[:, 2:].max(dim=0).values.ceil() + 2
+    x0, y0 = max(int(lo[0]), 0), max(int(lo[1]), 0)
+    x1, y1 = min(int(hi[0]), width), min(int(hi[1]), height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
 
 
 class PolygonMasks:

@@ -216,6 +216,42 @@ def test_bitmasks_bad_shape_and_indexing():
     assert len(BitMasks.cat([m, m[0:1]])) == 4
 
 
+def test_bitmasks_picked_rows_match_copied_rows():
+    """Indexing twice (tensor, bool, slice) gives the masks that indexing the tensor itself gives."""
+    t = torch.rand(6, 5, 7) > 0.5
+    m = BitMasks(t)
+    picked = m[torch.tensor([5, 0, 0, 3, 2])][torch.tensor([True, False, True, True, False])][1:]
+    assert len(picked) == 2 and tuple(picked.image_size) == (5, 7)
+    assert torch.equal(picked.tensor, t[[5, 0, 0, 3, 2]][[0, 2, 3]][1:])
+
+
+def test_bitmasks_crop_and_resize_of_picked_rows_equals_full_image_roi_align():
+    """crop_and_resize of picked masks, which reads only a region around the boxes, equals
+    torchvision's ROIAlign of the full float masks at 0.5, for boxes inside, across and
+    outside the image edges, small and image-sized."""
+    from torchvision.ops import roi_align
+
+    g = torch.Generator().manual_seed(0)
+    h, w = 48, 64
+    yy, xx = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
+    centres = torch.rand(4, 2, generator=g) * torch.tensor([w, h])
+    radii = 4 + 12 * torch.rand(4, generator=g)
+    t = ((xx - centres[:, 0, None, None]) ** 2 + (yy - centres[:, 1, None, None]) ** 2) < radii[:, None, None] ** 2
+    rows = torch.randint(0, 4, (40,), generator=g)
+    xy0 = torch.rand(40, 2, generator=g) * torch.tensor([w + 8.0, h + 8.0]) - 6.0
+    size = 0.5 + torch.rand(40, 2, generator=g) * torch.tensor([w / 2.0, h / 2.0])
+    boxes = torch.cat([xy0, xy0 + size], dim=1)
+    boxes[0] = torch.tensor([0.0, 0.0, w, h])
+    boxes[1] = torch.tensor([w - 3.2, h - 2.7, w + 1.0, h + 0.5])
+    boxes[2] = torch.tensor([w + 3.0, 1.0, w + 9.0, 7.0])  # wholly outside: all background
+    out = BitMasks(t)[rows].crop_and_resize(boxes, 14)
+    rois = torch.cat([rows[:, None].float(), boxes], dim=1)
+    expected = roi_align(t[:, None].float(), rois, (14, 14), 1.0, 0, True)[:, 0] >= 0.5
+    assert out.shape == (40, 14, 14) and out.dtype == torch.bool
+    assert expected[:2].any() and not expected[2].any()
+    assert torch.equal(out, expected)
+
+
 def test_bitmasks_nonempty():
     """nonempty is True exactly for masks with at least one pixel."""
     t = torch.zeros(2, 3, 3, dtype=torch.bool)

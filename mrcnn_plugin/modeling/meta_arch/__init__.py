@@ -9,10 +9,14 @@ def build_model(cfg):
     """Builds the model named by MODEL.META_ARCHITECTURE on MODEL.DEVICE.
 
     Plugin modules (entry points and cfg.PLUGINS) are imported first, so their
-    components can be named in the config.
+    components can be named in the config. MODEL.CHANNELS_LAST (default True)
+    lays the convolution weights out NHWC.
     """
     import torch
 
     load_plugins(cfg.PLUGINS)
     model = build_from_registry(META_ARCH_REGISTRY, cfg.MODEL.META_ARCHITECTURE, cfg)
-    return model.to(torch.device(cfg.MODEL.DEVICE))
+    model = model.to(torch.device(cfg.MODEL.DEVICE))
+    if cfg.MODEL.get("CHANNELS_LAST", True):
+        model = model.to(memory_format=torch.channels_last)
+    return model

@@ -36,7 +36,7 @@ def keypoint_rcnn_loss(pred_keypoint_logits: Tensor, instances: List[Instances],
     if valid_idx.numel() == 0:
         return pred_keypoint_logits.sum() * 0
     n, k, h, w = pred_keypoint_logits.shape
-    logits = pred_keypoint_logits.view(n * k, h * w)
+    logits = pred_keypoint_logits.reshape(n * k, h * w)
     loss = F.cross_entropy(logits[valid_idx], targets[valid_idx], reduction="sum")
     return loss / (valid_idx.numel() if normalizer is None else normalizer)
 
@@ -64,13 +64,13 @@ def heatmaps_to_keypoints(maps: Tensor, rois: Tensor) -> Tensor:
     for i in range(num_rois):
         outsize = [int(heights_ceil[i]), int(widths_ceil[i])]
         roi_map = F.interpolate(maps[i:i + 1], size=outsize, mode="bicubic", align_corners=False)[0]
-        max_score, _ = roi_map.view(num_keypoints, -1).max(1)
+        max_score, _ = roi_map.reshape(num_keypoints, -1).max(1)
         max_score = max_score.view(num_keypoints, 1, 1)
         tmp_full_resolution = (roi_map - max_score).exp_()
         tmp_pool_resolution = (maps[i] - max_score).exp_()
         roi_map_scores = tmp_full_resolution / tmp_pool_resolution.sum((1, 2), keepdim=True)
         w = roi_map.shape[2]
-        pos = roi_map.view(num_keypoints, -1).argmax(1)
+        pos = roi_map.reshape(num_keypoints, -1).argmax(1)
         x_int = pos % w
         y_int = torch.div(pos - x_int, w, rounding_mode="floor")
         x = (x_int.float() + 0.5) * width_corrections[i]
