@@ -1,6 +1,6 @@
 """The `mrcnn demo` command: run a model on images and save pictures of its detections.
 
-    mrcnn demo --config-file F --input IMAGES... --output DIR [--confidence-threshold T] [KEY VALUE ...]
+    mrcnn demo --config-file F --input IMAGES... --output DIR [--confidence-threshold T] [--no-fast] [KEY VALUE ...]
     mrcnn demo --model-ts DIR/model.ts --input IMAGES... --output DIR [--confidence-threshold T]
 
 With --config-file the model is built from the config (defaults + F + overrides)
@@ -72,6 +72,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the <stem>.png pictures")
     parser.add_argument("--confidence-threshold", type=float, default=0.5, metavar="T",
                         help="draw and count detections with score >= T (default 0.5)")
+    parser.add_argument("--no-fast", action="store_true",
+                        help="with --config-file: run the model as built, not the fast inference mode "
+                             "(folded norms, channels-last; it changes results by float rounding only)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, default=[],
                         help="config overrides at the end of the command: KEY VALUE pairs (with --config-file)")
 
@@ -210,10 +213,15 @@ def _names_from_catalog(cfg) -> Tuple[List[str], List[Tuple[int, int]]]:
     return classes, skeleton
 
 
-def config_predictor(cfg) -> Predictor:
-    """A Predictor that builds the model from cfg and resizes like detectron2's DefaultPredictor."""
+def config_predictor(cfg, fast: bool = True) -> Predictor:
+    """A Predictor that builds the model from cfg and resizes like detectron2's DefaultPredictor.
+
+    fast: run the fast inference mode (prepare_for_inference: norms folded into
+    the convolutions, channels-last), which changes results by float rounding only.
+    """
     from .data.transforms import ResizeShortestEdge
     from .modeling import build_model
+    from .modeling.fast_inference import prepare_for_inference
 
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:
@@ -221,6 +229,8 @@ def config_predictor(cfg) -> Predictor:
         from .checkpoint import DetectionCheckpointer
 
         DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    if fast:
+        model = prepare_for_inference(model)
     resize = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, sample_style="choice")
     names = {"pred_boxes": "boxes", "scores": "scores", "pred_classes": "classes",
              "pred_masks": "masks", "pred_keypoints": "keypoints"}
@@ -294,7 +304,7 @@ def _make_predictor(args: argparse.Namespace, opts: List[str]) -> Predictor:
         if opts:
             raise ValueError(f"Config overrides {opts} do not apply to --model-ts (the exported model is fixed)")
         return exported_predictor(args.model_ts)
-    return config_predictor(_load_cfg(args.config_file, opts))
+    return config_predictor(_load_cfg(args.config_file, opts), fast=not args.no_fast)
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -92,8 +92,12 @@ class ROIPooler(nn.Module):
                                                    self.canonical_box_size, self.canonical_level)
         num_boxes = pooler_fmt_boxes.shape[0]
         num_channels = x[0].shape[1]
-        output = torch.zeros((num_boxes, num_channels, self.output_size[0], self.output_size[1]),
-                             dtype=x[0].dtype, device=x[0].device)
+        # Every box has one level, so every row is written. Channels-last features give
+        # channels-last ROI features: the layout of the head's convolutions.
+        memory_format = torch.channels_last if x[0].is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format
+        output = torch.empty((num_boxes, num_channels, self.output_size[0], self.output_size[1]),
+                             dtype=x[0].dtype, device=x[0].device, memory_format=memory_format)
         for level, pooler in enumerate(self.level_poolers):
             inds = torch.nonzero(level_assignments == level).squeeze(1)
             pooler_fmt_boxes_level = pooler_fmt_boxes[inds]

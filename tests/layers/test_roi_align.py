@@ -71,3 +71,28 @@ def test_no_boxes_and_scripted_module():
     rois = torch.tensor([[0.0, 1.0, 2.0, 15.0, 17.0]])
     torch.testing.assert_close(module(features, rois), tv_roi_align(features, rois, (5, 5), 0.5, 0, True),
                                atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_channels_last_features_and_elongated_boxes(requires_grad):
+    """Channels-last features (the model's default layout) and a mix of wide-short and
+    tall-narrow boxes, which fall into different crop-size groups, give torchvision's
+    output and gradient, with and without gradients (each path gathers crops its own way)."""
+    g = torch.Generator().manual_seed(3)
+    features = torch.randn(2, 16, 40, 48, generator=g).contiguous(memory_format=torch.channels_last)
+    xy = torch.rand(60, 2, generator=g) * 150
+    long_side = 20 + torch.rand(60, generator=g) * 170
+    short_side = 1 + torch.rand(60, generator=g) * 6
+    wide = torch.stack([long_side, short_side], dim=1)
+    sizes = torch.where((torch.arange(60) % 2 == 0)[:, None], wide, wide.flip(1))
+    rois = torch.cat([torch.randint(0, 2, (60, 1), generator=g).float(), xy, xy + sizes], dim=1)
+    weight = torch.randn(60, 16, 7, 7, generator=g)
+    f1 = features.detach().clone().requires_grad_(requires_grad)
+    f2 = features.detach().clone().requires_grad_(requires_grad)
+    expected = tv_roi_align(f1.contiguous(), rois, (7, 7), 0.25, 0, True)
+    got = roi_align_aten(f2, rois, (7, 7), 0.25, 0, True, crop_budget=1 << 14)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    if requires_grad:
+        (expected * weight).sum().backward()
+        (got * weight).sum().backward()
+        torch.testing.assert_close(f2.grad, f1.grad, atol=1e-5, rtol=1e-5)

@@ -86,6 +86,32 @@ def test_fast_model_scripts(tiny_model):
     torch.testing.assert_close(b["pred_boxes"], a["pred_boxes"], atol=1e-3, rtol=0)
 
 
+def test_demo_predictor_runs_the_fast_mode_by_default(tiny_model, monkeypatch):
+    """demo.config_predictor (mrcnn demo) runs a folded copy unless fast=False, with the same
+    detections up to float rounding."""
+    import numpy as np
+
+    from mrcnn_plugin import demo
+    from mrcnn_plugin.modeling import fast_inference
+
+    prepared = []
+
+    def recording_prepare(model, *args, **kwargs):
+        prepared.append(model)
+        return prepare_for_inference(model, *args, **kwargs)
+
+    monkeypatch.setattr("mrcnn_plugin.modeling.build_model", lambda cfg: tiny_model)
+    monkeypatch.setattr(fast_inference, "prepare_for_inference", recording_prepare)
+    image = synthetic_image(1).permute(1, 2, 0).numpy()
+    cfg = tiny_cfg(["MODEL.WEIGHTS", ""])  # the module's random weights, no checkpoint
+    fast = demo.config_predictor(cfg).predict(image)
+    assert prepared == [tiny_model]
+    plain = demo.config_predictor(cfg, fast=False).predict(image)
+    assert len(prepared) == 1
+    assert len(plain["scores"]) > 0 and np.array_equal(fast["classes"], plain["classes"])
+    np.testing.assert_allclose(fast["boxes"], plain["boxes"], atol=1e-3)
+
+
 def test_bf16_wraps_the_matrix_stages_and_keeps_float32_outputs(tiny_model):
     """enable_bf16 wraps the backbone, RPN head and box / mask heads; boxes, scores and masks come
     out in float32 and finite."""

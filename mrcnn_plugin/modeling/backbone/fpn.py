@@ -104,7 +104,7 @@ class FPN(Backbone):
         merged: List[Tensor] = [laterals[-1]]
         for lateral in laterals[-2::-1]:
             top_down = F.interpolate(merged[0], scale_factor=2.0, mode="nearest")
-            fused = lateral + top_down
+            fused = lateral.add_(top_down)
             if self._fuse_type == "avg":
                 fused = fused / 2
             merged.insert(0, fused)

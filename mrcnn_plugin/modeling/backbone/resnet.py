@@ -67,7 +67,9 @@ class BasicBlock(nn.Module):
         out = F.relu_(self.conv1(x))
         out = self.conv2(out)
         shortcut = self.shortcut(x) if self.shortcut is not None else x
-        return F.relu_(out + shortcut)
+        # In place: a fresh full-size map per block would cost page faults as well as the pass.
+        out += shortcut
+        return F.relu_(out)
 
 
 class BottleneckBlock(nn.Module):
@@ -98,7 +100,9 @@ class BottleneckBlock(nn.Module):
         out = F.relu_(self.conv2(out))
         out = self.conv3(out)
         shortcut = self.shortcut(x) if self.shortcut is not None else x
-        return F.relu_(out + shortcut)
+        # In place: a fresh full-size map per block would cost page faults as well as the pass.
+        out += shortcut
+        return F.relu_(out)
 
 
 def make_stage(block_class, num_blocks: int, *, in_channels: int, out_channels: int, first_stride: int,

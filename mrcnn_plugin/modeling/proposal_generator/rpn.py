@@ -54,7 +54,7 @@ class StandardRPNHead(nn.Module):
 
     @staticmethod
     def _conv(in_channels: int, out_channels: int) -> Conv2d:
-        return Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, activation=nn.ReLU())
+        return Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1, activation=nn.ReLU(inplace=True))
 
     @classmethod
     def from_config(cls, cfg, input_shape: List[ShapeSpec]) -> "StandardRPNHead":

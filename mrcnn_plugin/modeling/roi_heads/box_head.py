@@ -22,7 +22,7 @@ class FastRCNNConvFCHead(nn.Sequential):
         channels, height, width = input_shape.channels, input_shape.height, input_shape.width
         for k, conv_dim in enumerate(conv_dims):
             conv = Conv2d(channels, conv_dim, kernel_size=3, padding=1, bias=not conv_norm,
-                          norm=get_norm(conv_norm, conv_dim), activation=nn.ReLU())
+                          norm=get_norm(conv_norm, conv_dim), activation=nn.ReLU(inplace=True))
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # "c2_msra_fill"
             if conv.bias is not None:
                 nn.init.constant_(conv.bias, 0)
@@ -36,7 +36,7 @@ class FastRCNNConvFCHead(nn.Sequential):
             nn.init.kaiming_uniform_(fc.weight, a=1)  # "c2_xavier_fill"
             nn.init.constant_(fc.bias, 0)
             self.add_module(f"fc{k + 1}", fc)
-            self.add_module(f"fc_relu{k + 1}", nn.ReLU())
+            self.add_module(f"fc_relu{k + 1}", nn.ReLU(inplace=True))
             in_features = fc_dim
         self._output_size = (fc_dims[-1],) if fc_dims else (channels, height, width)
 

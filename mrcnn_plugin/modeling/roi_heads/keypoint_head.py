@@ -94,7 +94,7 @@ class KRCNNConvDeconvUpsampleHead(nn.Sequential):
         channels = input_shape.channels
         for idx, layer_channels in enumerate(conv_dims, 1):
             self.add_module(f"conv_fcn{idx}", Conv2d(channels, layer_channels, 3, stride=1, padding=1))
-            self.add_module(f"conv_fcn_relu{idx}", nn.ReLU())
+            self.add_module(f"conv_fcn_relu{idx}", nn.ReLU(inplace=True))
             channels = layer_channels
         deconv_kernel = 4
         self.score_lowres = nn.ConvTranspose2d(channels, num_keypoints, deconv_kernel, stride=2,

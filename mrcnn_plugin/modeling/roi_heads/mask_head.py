@@ -85,11 +85,11 @@ class MaskRCNNConvUpsampleHead(nn.Sequential):
         channels = input_shape.channels
         for k, conv_dim in enumerate(conv_dims[:-1]):
             conv = Conv2d(channels, conv_dim, kernel_size=3, stride=1, padding=1, bias=not conv_norm,
-                          norm=get_norm(conv_norm, conv_dim), activation=nn.ReLU())
+                          norm=get_norm(conv_norm, conv_dim), activation=nn.ReLU(inplace=True))
             self.add_module(f"mask_fcn{k + 1}", conv)
             channels = conv_dim
         self.deconv = nn.ConvTranspose2d(channels, conv_dims[-1], kernel_size=2, stride=2, padding=0)
-        self.add_module("deconv_relu", nn.ReLU())
+        self.add_module("deconv_relu", nn.ReLU(inplace=True))
         self.predictor = nn.Conv2d(conv_dims[-1], num_classes, kernel_size=1, stride=1, padding=0)
         for name, layer in self.named_children():
             if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and name != "predictor":
@@ -143,7 +143,7 @@ class MaskRCNNMLPHead(nn.Sequential):
             nn.init.kaiming_uniform_(fc.weight, a=1)  # "c2_xavier_fill", as the box head's fc layers
             nn.init.constant_(fc.bias, 0)
             self.add_module(f"fc{k + 1}", fc)
-            self.add_module(f"fc_relu{k + 1}", nn.ReLU())
+            self.add_module(f"fc_relu{k + 1}", nn.ReLU(inplace=True))
             in_features = fc_dim
         self.predictor = nn.Linear(in_features, num_classes * self.mask_size * self.mask_size)
         nn.init.normal_(self.predictor.weight, std=0.001)

@@ -52,10 +52,10 @@ def model():
 
 @pytest.fixture(scope="module")
 def predictor(model):
-    """demo.config_predictor(cfg), running the module's model instead of building another."""
+    """demo.config_predictor(cfg, fast=False), running the module's model (hooks see it) instead of building another."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr("mrcnn_plugin.modeling.build_model", lambda cfg: model)
-        return demo.config_predictor(_cfg())
+        return demo.config_predictor(_cfg(), fast=False)
 
 
 class _NetworkInput:
