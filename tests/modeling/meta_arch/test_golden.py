@@ -117,21 +117,43 @@ def test_box_head_outputs(model_and_name, image, shared_dir):
     _assert_close(run["box_head"][1], ref["deltas"], "box deltas")
 
 
+def _pair_detections(boxes, classes, ref_boxes, ref_classes):
+    """For each reference detection, the index of our same-class detection with the highest
+    box IoU, and that IoU (0 where we have none of the class).
+
+    boxes, ref_boxes: Tensor[N, 4] / Tensor[M, 4], XYXY; classes, ref_classes: Tensor[N] / Tensor[M].
+    Returns (nearest: Tensor[M] long, best_iou: Tensor[M]).
+    """
+    iou = box_iou(ref_boxes, boxes) * (ref_classes[:, None] == classes[None, :])
+    best_iou, nearest = iou.max(dim=1)
+    return nearest, best_iou
+
+
 @pytest.mark.parametrize("image", GOLDEN_IMAGES)
 def test_raw_detections(model_and_name, image, shared_dir):
-    """Detections before postprocessing: boxes, scores, classes, mask probabilities or keypoints."""
+    """Detections before postprocessing: as many as the reference's, sorted by score; >= 98% of
+    the reference's have one of ours of the same class with box IoU > 0.99 and score within
+    1e-3 (the README's rule: two detections whose scores differ by ~1e-7 may be listed in the
+    other order), and matched pairs agree to 1e-4 relative in boxes and scores, 1e-4 in mask
+    probabilities and 0.05 px in keypoints."""
     model, name = model_and_name
     run = _run(model, name, image, shared_dir)
     raw, ref = run["raw"], run["golden"]["raw"]
     assert raw["pred_boxes"].shape[0] == ref["boxes"].shape[0]
-    assert torch.equal(raw["pred_classes"], ref["classes"])
-    _assert_close(raw["pred_boxes"], ref["boxes"], "boxes")
-    _assert_close(raw["scores"], ref["scores"], "scores")
+    assert bool((raw["scores"][:-1] >= raw["scores"][1:]).all()), "detections are not sorted by score"
+    nearest, best_iou = _pair_detections(raw["pred_boxes"], raw["pred_classes"], ref["boxes"], ref["classes"])
+    matched = (best_iou > 0.99) & ((raw["scores"][nearest] - ref["scores"]).abs() < 1e-3)
+    assert matched.float().mean().item() >= 0.98, f"{int((~matched).sum())} of {len(matched)} detections unmatched"
+    ours = nearest[matched]
+    assert len(set(ours.tolist())) == len(ours), "two reference detections paired with one of ours"
+    _assert_close(raw["pred_boxes"][ours], ref["boxes"][matched], "matched boxes")
+    _assert_close(raw["scores"][ours], ref["scores"][matched], "matched scores")
     if "mask_probs" in ref:
-        torch.testing.assert_close(raw["pred_masks"][:, 0], ref["mask_probs"], atol=1e-4, rtol=0)
+        torch.testing.assert_close(raw["pred_masks"][ours, 0], ref["mask_probs"][matched], atol=1e-4, rtol=0)
     if "keypoints" in ref:
-        torch.testing.assert_close(raw["pred_keypoints"][..., :2], ref["keypoints"][..., :2], atol=0.05, rtol=0)
-        torch.testing.assert_close(raw["pred_keypoints"][..., 2], ref["keypoints"][..., 2], atol=1e-5, rtol=1e-3)
+        kp, ref_kp = raw["pred_keypoints"][ours], ref["keypoints"][matched]
+        torch.testing.assert_close(kp[..., :2], ref_kp[..., :2], atol=0.05, rtol=0)
+        torch.testing.assert_close(kp[..., 2], ref_kp[..., 2], atol=1e-5, rtol=1e-3)
 
 
 @pytest.mark.parametrize("image", GOLDEN_IMAGES)
