@@ -1,8 +1,11 @@
 """Behavioural tests for mrcnn_plugin.modeling.postprocessing."""
+import math
+
 import pytest
 import torch
 
-from mrcnn_plugin.modeling.postprocessing import detector_postprocess, paste_masks_in_image
+from mrcnn_plugin.modeling.postprocessing import (_paste_masks_batched, _paste_masks_by_region,
+                                                  detector_postprocess, paste_masks_in_image)
 
 
 def _expected_box_region(box, h, w):
@@ -109,10 +112,94 @@ def test_paste_one_pixel_box():
     assert torch.equal(out[0], expected)
 
 
+def test_paste_box_outside_image_gives_empty_mask():
+    """A box wholly outside the image pastes an all-false mask instead of failing on an empty region."""
+    boxes = torch.tensor([[50.0, 2.0, 60.0, 8.0], [2.0, 3.0, 6.0, 9.0]])
+    out = paste_masks_in_image(torch.ones(2, 28, 28), boxes, (12, 20))
+    assert not out[0].any() and out[1].any()
+
+
 def test_paste_non_square_raises():
     """Non-square masks are rejected."""
     with pytest.raises(ValueError):
         paste_masks_in_image(torch.ones(1, 28, 14), torch.tensor([[0.0, 0.0, 5.0, 5.0]]), (10, 10))
+
+
+def _paste_with(path, masks, boxes, image_shape, threshold):
+    """Runs one of the two pasting paths directly (paste_masks_in_image picks by device)."""
+    dtype = torch.bool if threshold >= 0 else torch.uint8
+    out = torch.zeros((masks.shape[0],) + tuple(image_shape), dtype=dtype)
+    path(masks, boxes, out, threshold)
+    return out
+
+
+def _random_masks_and_boxes(n, h, w, seed):
+    """n random 28x28 probability maps and boxes, about a third of them crossing the image border."""
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.rand(n, 28, 28, generator=g)
+    centre = torch.rand(n, 2, generator=g) * torch.tensor([w * 1.2, h * 1.2]) - torch.tensor([w * 0.1, h * 0.1])
+    size = torch.rand(n, 2, generator=g) * torch.tensor([w * 0.6, h * 0.6]) + 1.0
+    boxes = torch.cat([centre - size / 2, centre + size / 2], dim=1)
+    return masks, boxes
+
+
+@pytest.mark.parametrize("chunk_pixels", [1 << 21, 1000])
+def test_batched_paste_matches_region_paste(chunk_pixels):
+    """The batched path (used off CPU) gives the region loop's masks: bool exactly, uint8 within 1.
+
+    Random boxes of 1..0.6 image size, many crossing the border; a tiny chunk size also
+    checks that chunking changes nothing.
+    """
+    masks, boxes = _random_masks_and_boxes(40, 53, 71, seed=0)
+    crossing = ((boxes[:, :2] < 0) | (boxes[:, 2:] > torch.tensor([71.0, 53.0]))).any(dim=1)
+    assert crossing.sum() >= 5
+
+    def batched(m, b, out, t):
+        _paste_masks_batched(m, b, out, t, chunk_pixels=chunk_pixels)
+
+    for threshold in (0.5, 0.2):
+        ref = _paste_with(_paste_masks_by_region, masks, boxes, (53, 71), threshold)
+        got = _paste_with(batched, masks, boxes, (53, 71), threshold)
+        assert ref.any() and torch.equal(got, ref)
+    ref = _paste_with(_paste_masks_by_region, masks, boxes, (53, 71), -1).int()
+    got = _paste_with(batched, masks, boxes, (53, 71), -1).int()
+    assert (got - ref).abs().max() <= 1
+    # beyond the box grown by one pixel, where the region path writes nothing, the batched path is zero too
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        outside = torch.ones(53, 71, dtype=torch.bool)
+        rows = slice(max(math.floor(y0) - 1, 0), max(math.ceil(y1) + 1, 0))
+        cols = slice(max(math.floor(x0) - 1, 0), max(math.ceil(x1) + 1, 0))
+        outside[rows, cols] = False
+        assert not got[i][outside].any()
+
+
+def test_batched_paste_hand_computed_cases():
+    """The batched path reproduces the hand-computed cases above: exact box pixels, spill ring of 38."""
+    full = _paste_with(_paste_masks_batched, torch.ones(1, 28, 28), torch.tensor([[10.0, 20.0, 50.0, 60.0]]),
+                       (80, 70), 0.5)[0]
+    assert torch.equal(full, _expected_box_region((10, 20, 50, 60), 80, 70))
+    probs = _paste_with(_paste_masks_batched, torch.ones(1, 28, 28), torch.tensor([[10.0, 20.0, 50.0, 60.0]]),
+                        (80, 70), -1)[0]
+    assert int(probs[40, 9]) == 38 and int(probs[40, 8]) == 0
+    assert int(probs[40, 50]) == 38 and int(probs[40, 51]) == 0
+    assert int(probs[19, 30]) == 38 and int(probs[18, 30]) == 0
+    assert int(probs[40, 30]) >= 254
+    clipped = _paste_with(_paste_masks_batched, torch.ones(1, 28, 28), torch.tensor([[-10.0, -5.0, 8.0, 6.0]]),
+                          (30, 40), 0.5)[0]
+    expected = torch.zeros(30, 40, dtype=torch.bool)
+    expected[0:6, 0:8] = True
+    assert torch.equal(clipped, expected)
+    one = _paste_with(_paste_masks_batched, torch.ones(1, 28, 28), torch.tensor([[5.0, 7.0, 6.0, 8.0]]),
+                      (12, 12), 0.5)[0]
+    assert one.nonzero().tolist() == [[7, 5]]
+
+
+def test_paste_masks_in_image_scripts():
+    """paste_masks_in_image (with both paths) compiles under TorchScript and matches eager on CPU."""
+    scripted = torch.jit.script(paste_masks_in_image)
+    masks, boxes = _random_masks_and_boxes(6, 30, 40, seed=1)
+    assert torch.equal(scripted(masks, boxes, (30, 40), 0.5), paste_masks_in_image(masks, boxes, (30, 40), 0.5))
+    assert scripted(masks[:0], boxes[:0], (30, 40), 0.5).shape == (0, 30, 40)
 
 
 # ---------------------------------------------------------------- detector_postprocess
