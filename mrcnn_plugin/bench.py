@@ -292,7 +292,7 @@ def _train_step_times(shared: Path, warmup: int, rounds: int) -> Dict[str, List[
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
-        return float(total)
+        return float(total.detach())
 
     candidates = [_Wrapped("torchvision train step", lambda: step(tv, opt_tv, tv_images, tv_targets) and None),
                   _Wrapped("ours train step", lambda: step(ours, opt_ours, ours_inputs) and None)]
