@@ -64,3 +64,82 @@ def test_frozen_weights_and_inputs_use_the_norm_and_scripting_keeps_it():
     conv.weight.requires_grad_(True)
     with torch.no_grad():  # trainable weights, but inference: eager computes what scripted does
         assert not conv._folds_frozen_norm(x)
+
+
+# ---------------------------------------------------------------- Conv2d.forward_relu
+
+
+def _plain_conv(stride: int = 1, channels_last: bool = False) -> Conv2d:
+    """A norm-free Conv2d with a bias, as fold_batch_norms leaves the backbone's convolutions."""
+    g = torch.Generator().manual_seed(1)
+    conv = Conv2d(8, 12, kernel_size=3, stride=stride, padding=1, bias=True).eval()
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(12, 8, 3, 3, generator=g))
+        conv.bias.copy_(torch.randn(12, generator=g))
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+    for p in conv.parameters():
+        p.requires_grad_(False)
+    return conv
+
+
+def _relu_of(conv: Conv2d, x: torch.Tensor, residual=None) -> torch.Tensor:
+    y = F.conv2d(x, conv.weight, conv.bias, conv.stride, 1)
+    return F.relu(y if residual is None else y + residual)
+
+
+def test_forward_relu_fused_path_equals_conv_add_relu():
+    """Inference on a norm-free CPU Conv2d takes oneDNN's fused convolution (conv + add + ReLU in
+    one call), and its values equal convolution, add, ReLU, with and without a residual, NCHW and
+    channels-last, stride 1 and 2."""
+    g = torch.Generator().manual_seed(2)
+    for stride, channels_last in [(1, False), (2, False), (1, True), (2, True)]:
+        conv = _plain_conv(stride, channels_last)
+        x = torch.randn(2, 8, 17, 22, generator=g)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        residual = torch.randn(2, 12, (17 - 1) // stride + 1, (22 - 1) // stride + 1, generator=g)
+        with torch.no_grad():
+            assert conv._fusable(x)
+            torch.testing.assert_close(conv.forward_relu(x), _relu_of(conv, x), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(conv.forward_relu(x, residual), _relu_of(conv, x, residual),
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_forward_relu_keeps_the_unfused_path_where_fusion_would_be_wrong():
+    """With a norm still present, with gradients wanted, or under bf16 autocast, forward_relu runs
+    the convolution (and norm), add and ReLU separately: same values, gradients flow, autocast applies."""
+    conv = _conv_with_frozen_norm(bias=True)
+    conv.activation = None
+    x = torch.randn(1, 4, 9, 9)
+    assert not conv._fusable(x)
+    torch.testing.assert_close(conv.forward_relu(x), _explicit(conv, x))
+
+    plain = _plain_conv()
+    x = torch.randn(1, 8, 9, 9, requires_grad=True)
+    assert not plain._fusable(x)
+    plain.forward_relu(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not plain._fusable(x.detach())
+        assert plain.forward_relu(x.detach()).dtype == torch.bfloat16
+
+
+def test_forward_relu_scripted_equals_eager():
+    """A scripted module calling forward_relu keeps the fused operator and gives eager's values."""
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = _plain_conv()
+
+        def forward(self, x: torch.Tensor, residual: torch.Tensor):
+            return self.conv.forward_relu(x), self.conv.forward_relu(x, residual)
+
+    block = Block().eval()
+    scripted = torch.jit.script(block)
+    assert "mkldnn::_convolution_pointwise" in str(scripted.conv.forward_relu.graph)
+    x, residual = torch.randn(1, 8, 11, 13), torch.randn(1, 12, 11, 13)
+    with torch.no_grad():
+        for got, want in zip(scripted(x, residual), block(x, residual)):
+            torch.testing.assert_close(got, want)

@@ -45,7 +45,7 @@ class BasicStem(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: Tensor[N, C, H, W] -> Tensor[N, out_channels, H/4, W/4]."""
-        x = F.relu_(self.conv1(x))
+        x = self.conv1.forward_relu(x)
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
@@ -64,12 +64,9 @@ class BasicBlock(nn.Module):
                             norm=get_norm(norm, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu_(self.conv1(x))
-        out = self.conv2(out)
+        out = self.conv1.forward_relu(x)
         shortcut = self.shortcut(x) if self.shortcut is not None else x
-        # In place: a fresh full-size map per block would cost page faults as well as the pass.
-        out += shortcut
-        return F.relu_(out)
+        return self.conv2.forward_relu(out, shortcut)
 
 
 class BottleneckBlock(nn.Module):
@@ -96,13 +93,10 @@ class BottleneckBlock(nn.Module):
                             norm=get_norm(norm, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu_(self.conv1(x))
-        out = F.relu_(self.conv2(out))
-        out = self.conv3(out)
+        out = self.conv1.forward_relu(x)
+        out = self.conv2.forward_relu(out)
         shortcut = self.shortcut(x) if self.shortcut is not None else x
-        # In place: a fresh full-size map per block would cost page faults as well as the pass.
-        out += shortcut
-        return F.relu_(out)
+        return self.conv3.forward_relu(out, shortcut)
 
 
 def make_stage(block_class, num_blocks: int, *, in_channels: int, out_channels: int, first_stride: int,
