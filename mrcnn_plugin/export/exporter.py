@@ -17,9 +17,8 @@ __all__ = ["export_model", "find_foreign_ops", "export_metadata", "load_exported
 
 logger = logging.getLogger(__name__)
 
-# Operator namespaces that plain LibTorch provides. mkldnn:: holds oneDNN's fused CPU
-# convolutions (Conv2d.forward_relu), built into libtorch_cpu on x86 and aarch64.
-_LIBTORCH_NAMESPACES = {"aten", "prim", "mkldnn"}
+# Operator namespaces that plain LibTorch provides.
+_LIBTORCH_NAMESPACES = {"aten", "prim"}
 
 
 def _graph_op_kinds(graph, kinds: Set[str]) -> None:
@@ -31,7 +30,7 @@ def _graph_op_kinds(graph, kinds: Set[str]) -> None:
 
 def find_foreign_ops(module: torch.jit.ScriptModule) -> List[str]:
     """Operators in any method or function of a scripted module that plain LibTorch lacks
-    (anything outside aten::, prim:: and mkldnn::, e.g. torchvision::roi_align)."""
+    (anything outside aten:: and prim::, e.g. torchvision::roi_align)."""
     kinds: Set[str] = set()
     for sub in module.modules():
         for name in sub._c._method_names():

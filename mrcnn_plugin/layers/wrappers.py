@@ -43,43 +43,6 @@ class Conv2d(nn.Conv2d):
             x = self.activation(x)
         return x
 
-    def forward_relu(self, x: Tensor, residual: Optional[Tensor] = None) -> Tensor:
-        """relu(self(x) + residual) (residual optional): Tensor[N, C_in, H, W] -> Tensor[N, C_out, H', W'].
-
-        In CPU inference with the norm folded away (the fast mode) this is one
-        oneDNN convolution that applies the add and the ReLU to each output tile
-        while it is still in cache, instead of two more passes over the feature
-        map: the same values (the same arithmetic in the same order), about 8%
-        less backbone time. Otherwise: the convolution, an in-place add, an
-        in-place ReLU.
-        """
-        if self._fusable(x):
-            if residual is None:
-                return torch.ops.mkldnn._convolution_pointwise(
-                    x, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
-                    "relu", [], "")
-            return torch.ops.mkldnn._convolution_pointwise(
-                x, residual, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups,
-                "add", None, "relu", [], "")
-        out = self.forward(x)
-        if residual is not None:
-            # In place: a fresh full-size map per block would cost page faults as well as the pass.
-            out += residual
-        return F.relu_(out)
-
-    def _fusable(self, x: Tensor) -> bool:
-        """True when forward_relu may call oneDNN's fused convolution: CPU, float32, no norm or
-        activation left, no gradient wanted, no autocast (bf16 mode keeps autocast's convolutions)."""
-        if self.norm is not None or self.activation is not None or x.device.type != "cpu":
-            return False
-        if x.dtype != torch.float32 or self.weight.dtype != torch.float32 or self.padding_mode != "zeros":
-            return False
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            return False
-        if not torch.jit.is_scripting() and not _mkldnn_eager_ok():
-            return False
-        return True
-
     @torch.jit.unused
     def _folds_frozen_norm(self, x: Tensor) -> bool:
         """True when gradients flow through a FrozenBN (training): the case `_forward_folded`
@@ -106,14 +69,6 @@ class Conv2d(nn.Conv2d):
         if self.activation is not None:
             x = self.activation(x)
         return x
-
-
-@torch.jit.unused
-def _mkldnn_eager_ok() -> bool:
-    """Eager-only conditions of the fused path: oneDNN built in, no CPU autocast region, and
-    not tracing (the tracer cannot record the fused operator's optional-scalar list)."""
-    return (torch.backends.mkldnn.is_available() and not torch.is_autocast_enabled("cpu")
-            and not torch.jit.is_tracing())
 
 
 def cat(tensors: List[Tensor], dim: int = 0) -> Tensor:

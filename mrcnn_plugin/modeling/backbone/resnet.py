@@ -45,7 +45,7 @@ class BasicStem(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: Tensor[N, C, H, W] -> Tensor[N, out_channels, H/4, W/4]."""
-        x = self.conv1.forward_relu(x)
+        x = F.relu_(self.conv1(x))
         return F.max_pool2d(x, kernel_size=3, stride=2, padding=1)
 
 
@@ -64,9 +64,12 @@ class BasicBlock(nn.Module):
                             norm=get_norm(norm, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1.forward_relu(x)
+        out = F.relu_(self.conv1(x))
+        out = self.conv2(out)
         shortcut = self.shortcut(x) if self.shortcut is not None else x
-        return self.conv2.forward_relu(out, shortcut)
+        # In place: a fresh full-size map per block would cost page faults as well as the pass.
+        out += shortcut
+        return F.relu_(out)
 
 
 class BottleneckBlock(nn.Module):
@@ -93,10 +96,13 @@ class BottleneckBlock(nn.Module):
                             norm=get_norm(norm, out_channels))
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.conv1.forward_relu(x)
-        out = self.conv2.forward_relu(out)
+        out = F.relu_(self.conv1(x))
+        out = F.relu_(self.conv2(out))
+        out = self.conv3(out)
         shortcut = self.shortcut(x) if self.shortcut is not None else x
-        return self.conv3.forward_relu(out, shortcut)
+        # In place: a fresh full-size map per block would cost page faults as well as the pass.
+        out += shortcut
+        return F.relu_(out)
 
 
 def make_stage(block_class, num_blocks: int, *, in_channels: int, out_channels: int, first_stride: int,
