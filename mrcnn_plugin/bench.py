@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -236,16 +236,83 @@ def _load_image(path: Path) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(read_image(str(path), format="BGR").transpose(2, 0, 1)))
 
 
-def _network_flops(shared: Path, image_bgr: Tensor) -> Tuple[float, Tuple[int, int]]:
-    """fvcore multiply-adds x2 of the architecture on the benchmark image, and the network's input size."""
+def _network_flops(shared: Path, image_bgr: Tensor) -> Tuple[float, Tuple[int, int], Dict[str, float]]:
+    """fvcore multiply-adds x2 of the architecture on the benchmark image, the network's input
+    size, and the same count for each of STAGES and the "total"."""
     from .export.inference_module import resize_for_test
     from .modeling.complexity import count_flops
 
     cfg = _golden_cfg()
     resized = resize_for_test(image_bgr, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     h, w = int(resized.shape[1]), int(resized.shape[2])
-    flops = count_flops(_golden_model(shared), h, w)
-    return 2.0 * flops.total, (h, w)
+    flops = count_flops(_golden_model(shared), h, w, modules=STAGES)
+    by_stage = {name: 2.0 * count for name, count in flops.by_module}
+    by_stage["total"] = 2.0 * flops.total
+    return 2.0 * flops.total, (h, w), by_stage
+
+
+# ----------------------------------------------------------------------------- where the time goes
+
+# Submodules of the detector timed one by one; a stage's time includes the stages nested in it.
+STAGES = ("backbone", "backbone.bottom_up", "proposal_generator", "proposal_generator.rpn_head", "roi_heads",
+          "roi_heads.box_pooler", "roi_heads.box_head", "roi_heads.mask_pooler", "roi_heads.mask_head")
+
+
+def stage_times(model: nn.Module, call: Callable[[], int], rounds: int,
+                stages: Sequence[str] = STAGES) -> Dict[str, float]:
+    """Median seconds per call spent in each of `stages` of `model` (the detector that `call`
+    runs), measured with forward hooks over `rounds` calls, plus "total" for the whole call. A
+    stage run several times in one call counts the sum."""
+    samples: Dict[str, List[float]] = {name: [] for name in tuple(stages) + ("total",)}
+    in_call: Dict[str, float] = {}
+    started: Dict[str, float] = {}
+    handles = []
+    for name in stages:
+        module = model.get_submodule(name)
+
+        def pre(*_, name=name):
+            started[name] = time.perf_counter()
+
+        def post(*_, name=name):
+            in_call[name] = in_call.get(name, 0.0) + time.perf_counter() - started[name]
+
+        handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        for _ in range(rounds):
+            in_call.clear()
+            start = time.perf_counter()
+            call()
+            in_call["total"] = time.perf_counter() - start
+            for name in samples:
+                samples[name].append(in_call.get(name, 0.0))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def _stage_rows(shared: Path, image_bgr: Tensor, stage_flops: Dict[str, float], peak: float,
+                rounds: int) -> List[Dict]:
+    """The fast fp32 model's time per stage, with its share of the total and its GFLOP/s."""
+    from .export.inference_module import ExportableDetector
+    from .modeling.fast_inference import prepare_for_inference
+
+    cfg = _golden_cfg()
+    fast = prepare_for_inference(_golden_model(shared))
+    detector = ExportableDetector(fast, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST).eval()
+    call = lambda: int(detector([image_bgr])[0]["scores"].shape[0])  # noqa: E731
+    with torch.no_grad():
+        for _ in range(2):
+            call()
+        seconds = stage_times(fast, call, rounds)
+    rows = []
+    for name in STAGES + ("total",):
+        gflop = stage_flops[name] / 1e9
+        rows.append({"stage": name, "median s": f"{seconds[name]:.3f}",
+                     "% of total": f"{100 * seconds[name] / seconds['total']:.0f}", "GFLOP": f"{gflop:.1f}",
+                     "GFLOP/s": f"{gflop / seconds[name]:.0f}" if seconds[name] > 0 else "",
+                     "% of matmul peak": f"{100 * gflop / seconds[name] / peak:.0f}" if seconds[name] > 0 else ""})
+    return rows
 
 
 # ----------------------------------------------------------------------------- training step
@@ -333,7 +400,7 @@ def run(args: argparse.Namespace) -> Dict:
                     "image_size": [int(image.shape[1]), int(image.shape[2])], "rounds": args.rounds}
     report["matmul_peak_gflops"] = {"fp32": matmul_peak_gflops(torch.float32),
                                     "bf16": matmul_peak_gflops(torch.bfloat16)}
-    flops, input_size = _network_flops(shared, image)
+    flops, input_size, stage_flops = _network_flops(shared, image)
     report["network_input_size"] = list(input_size)
     report["gflop_per_image"] = flops / 1e9
     names = [n for n in INFERENCE_CANDIDATES if n not in set(args.skip)]
@@ -354,6 +421,9 @@ def run(args: argparse.Namespace) -> Dict:
                      "peak memory MiB": f"{memory:.0f}", "_median": median, "_times": values})
     report["inference"] = rows
     _write(report, input_size, args, output)
+    if not args.skip_stages:
+        report["stages"] = _stage_rows(shared, image, stage_flops, report["matmul_peak_gflops"]["fp32"], args.rounds)
+        _write(report, input_size, args, output)
     if not args.skip_training:
         train_times = _train_step_times(shared, 1, max(3, args.rounds // 2))
         tv_step = statistics.median(train_times["torchvision train step"])
@@ -373,6 +443,10 @@ def _write(report: Dict, input_size: Tuple[int, int], args: argparse.Namespace, 
           f"{args.threads} threads, {args.rounds} interleaved rounds after {args.warmup} warm-up.",
           f"Matrix-product peak in this run: fp32 {report['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
           f"bf16 {report['matmul_peak_gflops']['bf16']:.0f} GFLOP/s.", "", _table(rows, header)]
+    if "stages" in report:
+        md += ["", "Where the fast fp32 time goes (forward hooks; a stage includes the stages nested in it; "
+               "total includes resizing and mask pasting):", "",
+               _table(report["stages"], ["stage", "median s", "% of total", "GFLOP", "GFLOP/s", "% of matmul peak"])]
     if "training" in report:
         md += ["", "Training step (batch 2, forward + backward + SGD step):", "",
                _table(report["training"], ["candidate", "median s", "vs torchvision"])]
@@ -395,6 +469,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip", nargs="*", default=[], choices=INFERENCE_CANDIDATES, metavar="CANDIDATE",
                         help="candidates to leave out")
     parser.add_argument("--skip-training", action="store_true", help="no training-step comparison")
+    parser.add_argument("--skip-stages", action="store_true", help="no per-stage time of the fast fp32 model")
     parser.add_argument("--no-memory", action="store_true", help="no per-candidate memory measurement")
     parser.add_argument("--output", default="outputs/bench", help="writes bench.json and bench.md here")
 

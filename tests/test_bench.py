@@ -41,3 +41,46 @@ def test_matmul_peak_is_positive():
     """The fp32 peak of a small product is a positive, finite GFLOP/s figure."""
     peak = bench.matmul_peak_gflops(torch.float32, n=256, reps=2)
     assert 0 < peak < 1e6
+
+
+def test_stage_times_attribute_each_stage_its_own_time(monkeypatch):
+    """stage_times charges each hooked submodule the clock time between its forward's start and end,
+    nested stages included in their parent, repeated calls summed within one call; "total" is the
+    whole call. A fake clock makes the times exact."""
+    clock = [0.0]
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: clock[0])
+
+    class Tick(torch.nn.Module):
+        def __init__(self, seconds):
+            super().__init__()
+            self.seconds = seconds
+
+        def forward(self, x):
+            clock[0] += self.seconds
+            return x
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pooler = Tick(0.5)
+
+        def forward(self, x):
+            clock[0] += 0.25
+            return self.pooler(self.pooler(x))  # the pooler runs twice per call
+
+    class Detector(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = Tick(2.0)
+            self.head = Head()
+
+        def forward(self, x):
+            clock[0] += 0.125  # work outside any stage (resizing, pasting)
+            return self.head(self.backbone(x))
+
+    model = Detector()
+    seconds = bench.stage_times(model, lambda: model(torch.zeros(1)), rounds=3,
+                                stages=("backbone", "head", "head.pooler"))
+    assert seconds == {"backbone": 2.0, "head": 1.25, "head.pooler": 1.0, "total": 3.375}
+    # the hooks are removed afterwards
+    assert not model.backbone._forward_hooks and not model.backbone._forward_pre_hooks

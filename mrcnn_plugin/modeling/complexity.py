@@ -1,6 +1,6 @@
 """Model size and compute: parameter counts and fvcore FLOP counts at a given input size."""
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -33,12 +33,14 @@ class FlopCount:
     num_detections: int
 
 
-def count_flops(model: nn.Module, height: int, width: int, seed: int = 0) -> FlopCount:
+def count_flops(model: nn.Module, height: int, width: int, seed: int = 0,
+                modules: Sequence[str] = ("backbone", "proposal_generator", "roi_heads")) -> FlopCount:
     """Multiply-adds counted by fvcore's FlopCountAnalysis for one random image of height x width.
 
     The weights are whatever the model holds; the count of the ROI heads depends
     on how many detections survive, which is reported. fvcore counts one
-    multiply-add as one "flop".
+    multiply-add as one "flop". by_module lists the submodules named in `modules`
+    (paths such as "roi_heads.mask_head"), a module that never ran counting 0.
     """
     from fvcore.nn import FlopCountAnalysis
 
@@ -53,5 +55,5 @@ def count_flops(model: nn.Module, height: int, width: int, seed: int = 0) -> Flo
         by_module = analysis.by_module()
         total = int(analysis.total())
     top = [(name, int(by_module.get("model." + name, 0)))
-           for name in ("backbone", "proposal_generator", "roi_heads")]
+           for name in modules]
     return FlopCount(total=total, by_module=top, num_detections=num_detections)
