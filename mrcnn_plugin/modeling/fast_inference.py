@@ -8,7 +8,12 @@ results beyond float rounding:
   and bias, saving one full pass over every backbone feature map;
 - channels-last: oneDNN's convolutions run faster on NHWC tensors, and the
   ATen ROIAlign reads NHWC directly, so the backbone's weights and the input
-  image are laid out channels-last.
+  image are laid out channels-last;
+- the box head's first fully connected layer over the flattened pooled ROI
+  features (1000 x 12544 x 1024 multiply-adds, a quarter of the ROI heads'
+  work) runs as an S x S convolution (`PooledLinear`): the same dot products,
+  read straight from the channels-last ROI features (no copy to flatten them)
+  by oneDNN, which is faster there than the BLAS matrix product.
 
 Both work in place on a module that will no longer be trained or saved as a
 checkpoint (its state_dict changes: norms disappear, convolutions gain biases),
@@ -18,11 +23,13 @@ import copy
 from typing import Any, List, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import Conv2d, FrozenBatchNorm2d
 
-__all__ = ["fold_batch_norms", "prepare_for_inference", "enable_bf16", "Bf16Autocast"]
+__all__ = ["fold_batch_norms", "prepare_for_inference", "enable_bf16", "Bf16Autocast", "PooledLinear",
+           "pooled_linears_as_convs"]
 
 
 def _norm_scale_shift(norm: nn.Module) -> Tuple[Tensor, Tensor]:
@@ -67,8 +74,53 @@ def fold_batch_norms(module: nn.Module) -> int:
     return folded
 
 
+class PooledLinear(nn.Module):
+    """Flatten + Linear over ROI features Tensor[R, C, S, S], computed as one S x S convolution.
+
+    linear(x.flatten(1)) sums weight[o, c*S*S + i*S + j] * x[r, c, i, j]: a
+    convolution whose kernel is the weight reshaped to [O, C, S, S], with no
+    padding, giving Tensor[R, O, 1, 1]. Same result up to float rounding.
+    """
+
+    def __init__(self, linear: nn.Linear, shape: Tuple[int, int, int]):
+        super().__init__()
+        c, h, w = shape
+        if linear.in_features != c * h * w:
+            raise ValueError(f"Linear with {linear.in_features} inputs cannot read features of shape {shape}")
+        weight = linear.weight.detach().reshape(linear.out_features, c, h, w)
+        self.weight = nn.Parameter(weight.contiguous(memory_format=torch.channels_last), requires_grad=False)
+        bias = linear.bias.detach() if linear.bias is not None else weight.new_zeros(linear.out_features)
+        self.bias = nn.Parameter(bias.clone(), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: Tensor[R, C, S, S] -> Tensor[R, O]."""
+        return F.conv2d(x, self.weight, self.bias).flatten(1)
+
+
+@torch.no_grad()
+def pooled_linears_as_convs(module: nn.Module) -> int:
+    """Replaces, in place, each box head's `flatten` + `fc1` by an Identity and a PooledLinear.
+
+    Applies to every submodule with a `flatten_shape` (C, S, S) attribute, a
+    `flatten` child and an nn.Linear `fc1` child (FastRCNNConvFCHead). Returns
+    how many were replaced.
+    """
+    replaced = 0
+    for head in list(module.modules()):
+        shape = getattr(head, "flatten_shape", None)
+        fc1 = getattr(head, "fc1", None)
+        if shape is None or not isinstance(getattr(head, "flatten", None), nn.Flatten) \
+                or not isinstance(fc1, nn.Linear):
+            continue
+        head.flatten = nn.Identity()
+        head.fc1 = PooledLinear(fc1, tuple(shape))
+        replaced += 1
+    return replaced
+
+
 def prepare_for_inference(model: nn.Module, channels_last: bool = True, bf16: bool = False) -> nn.Module:
-    """A copy of `model` in eval mode with its norms folded and, if asked, channels-last weights.
+    """A copy of `model` in eval mode with its norms folded and, if asked, channels-last weights
+    (and then the box head's first fully connected layer as a convolution, `PooledLinear`).
 
     The copy computes the same outputs as `model.eval()` up to float rounding
     (tests/modeling/test_fast_inference.py); `model` itself is untouched.
@@ -83,6 +135,8 @@ def prepare_for_inference(model: nn.Module, channels_last: bool = True, bf16: bo
         for conv in fast.modules():
             if isinstance(conv, nn.Conv2d) and conv.weight.dim() == 4:
                 conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+        # The ROI features are channels-last only then, which is what makes the convolution pay.
+        pooled_linears_as_convs(fast)
     if bf16:
         enable_bf16(fast)
     return fast

@@ -8,7 +8,10 @@ from torch import nn
 from golden_utils import build_golden_model, golden_match_rate, load_golden
 from mrcnn_plugin.layers import Conv2d, FrozenBatchNorm2d
 from mrcnn_plugin.modeling import build_model
-from mrcnn_plugin.modeling.fast_inference import Bf16Autocast, enable_bf16, fold_batch_norms, prepare_for_inference
+from mrcnn_plugin.modeling.fast_inference import (Bf16Autocast, PooledLinear, enable_bf16, fold_batch_norms,
+                                                  pooled_linears_as_convs, prepare_for_inference)
+from mrcnn_plugin.modeling.roi_heads import FastRCNNConvFCHead
+from mrcnn_plugin.layers import ShapeSpec
 from tiny_models import synthetic_image, tiny_cfg
 
 
@@ -53,6 +56,43 @@ def test_training_batch_norm_is_not_folded():
     assert fold_batch_norms(conv) == 0 and conv.norm is not None
 
 
+@pytest.mark.parametrize("num_rois", [0, 1, 37])
+def test_pooled_linear_equals_flatten_then_linear(num_rois):
+    """PooledLinear (fc1 as an S x S convolution) gives linear(x.flatten(1)) up to float rounding,
+    for channels-last and contiguous ROI features and for no ROIs at all."""
+    g = torch.Generator().manual_seed(0)
+    linear = nn.Linear(6 * 5 * 5, 11)
+    with torch.no_grad():
+        linear.weight.copy_(torch.randn(11, 150, generator=g))
+    pooled = PooledLinear(linear, (6, 5, 5))
+    x = torch.randn(num_rois, 6, 5, 5, generator=g)
+    with torch.no_grad():
+        expected = linear(x.flatten(1))
+        for layout in (torch.contiguous_format, torch.channels_last):
+            got = pooled(x.contiguous(memory_format=layout))
+            assert got.shape == (num_rois, 11)
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError, match="150 inputs"):
+        PooledLinear(linear, (6, 5, 4))
+
+
+def test_box_head_fc1_becomes_a_convolution():
+    """pooled_linears_as_convs replaces a FastRCNNConvFCHead's flatten + fc1 (with and without conv
+    layers before them) and leaves fc2; the head's output is unchanged up to float rounding."""
+    torch.manual_seed(0)
+    for conv_dims in ([], [4]):
+        head = FastRCNNConvFCHead(ShapeSpec(channels=3, height=7, width=7), conv_dims=conv_dims, fc_dims=[16, 8])
+        x = torch.randn(5, 3, 7, 7)
+        with torch.no_grad():
+            expected = head(x)
+            assert pooled_linears_as_convs(head) == 1
+            got = head(x.contiguous(memory_format=torch.channels_last))
+        assert isinstance(head.fc1, PooledLinear) and isinstance(head.fc2, nn.Linear)
+        assert isinstance(head.flatten, nn.Identity)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        assert pooled_linears_as_convs(head) == 0  # nothing left to replace
+
+
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
@@ -67,6 +107,8 @@ def test_prepare_for_inference_copies_and_matches(tiny_model):
     fast = prepare_for_inference(tiny_model)
     assert list(tiny_model.state_dict().keys()) == keys
     assert num_norms > 0 and not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
+    assert isinstance(fast.roi_heads.box_head.fc1, PooledLinear)
+    assert isinstance(tiny_model.roi_heads.box_head.fc1, nn.Linear)
     inputs = [{"image": synthetic_image(1)}]
     with torch.no_grad():
         a, b = tiny_model.inference(inputs)[0], fast.inference(inputs)[0]

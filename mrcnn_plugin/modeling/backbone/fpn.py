@@ -7,6 +7,7 @@ per level, and p6 as a stride-2 subsample of p5 for the RPN's largest anchors.
 import math
 from typing import Dict, List
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -15,7 +16,7 @@ from ...registry import BACKBONE_REGISTRY
 from .backbone import Backbone
 from .resnet import build_resnet_backbone
 
-__all__ = ["FPN", "LastLevelMaxPool", "build_resnet_fpn_backbone"]
+__all__ = ["FPN", "LastLevelMaxPool", "add_upsampled_2x_", "build_resnet_fpn_backbone"]
 
 
 class LastLevelMaxPool(nn.Module):
@@ -28,6 +29,29 @@ class LastLevelMaxPool(nn.Module):
 
     def forward(self, x: Tensor) -> List[Tensor]:
         return [F.max_pool2d(x, kernel_size=1, stride=2, padding=0)]
+
+
+def add_upsampled_2x_(lateral: Tensor, top: Tensor) -> Tensor:
+    """lateral += nearest 2x upsampling of top, in place; returns lateral.
+
+    lateral: Tensor[N, C, 2H, 2W]; top: Tensor[N, C, H, W]. Each top pixel is
+    added to its 2x2 block of lateral through a broadcast view, which is the
+    same sum as F.interpolate(top, scale_factor=2, mode="nearest") + lateral
+    without materialising the upsampled map (a full extra pass over the
+    finest, largest level). Either memory format; other shapes fall back to
+    interpolate.
+    """
+    n, c, h, w = lateral.shape[0], lateral.shape[1], lateral.shape[2], lateral.shape[3]
+    if top.shape[2] * 2 != h or top.shape[3] * 2 != w:
+        return lateral.add_(F.interpolate(top, scale_factor=2.0, mode="nearest"))
+    if lateral.is_contiguous():
+        lateral.view(n, c, h // 2, 2, w // 2, 2).add_(top[:, :, :, None, :, None])
+    elif lateral.is_contiguous(memory_format=torch.channels_last):
+        lateral.permute(0, 2, 3, 1).view(n, h // 2, 2, w // 2, 2, c).add_(
+            top.permute(0, 2, 3, 1)[:, :, None, :, None, :])
+    else:
+        lateral.add_(F.interpolate(top, scale_factor=2.0, mode="nearest"))
+    return lateral
 
 
 class FPN(Backbone):
@@ -103,8 +127,7 @@ class FPN(Backbone):
         # Top-down pathway, coarsest first.
         merged: List[Tensor] = [laterals[-1]]
         for lateral in laterals[-2::-1]:
-            top_down = F.interpolate(merged[0], scale_factor=2.0, mode="nearest")
-            fused = lateral.add_(top_down)
+            fused = add_upsampled_2x_(lateral, merged[0])
             if self._fuse_type == "avg":
                 fused = fused / 2
             merged.insert(0, fused)
