@@ -62,16 +62,18 @@ def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, pooled: int,
     return weights, origin, span
 
 
-def _size_groups(span_y: Tensor, span_x: Tensor, channels: int, crop_budget: int) -> List[Tuple[Tensor, int, int]]:
+def _size_groups(span_y: Tensor, span_x: Tensor, channels: int, crop_budget: int,
+                 bucket_factor: float = 1.25) -> List[Tuple[Tensor, int, int]]:
     """ROIs grouped by crop size: (members Tensor[G] int64, crop height, crop width) per group.
 
     span_y, span_x: Tensor[R], the feature pixels each ROI's samples read along y
     and x. A group's crops are padded to its largest ROI, so ROIs are bucketed by
-    both sides (buckets 1.25x apart: padding adds at most ~56% to a crop) and a
-    bucket is split so that a group gathers about crop_budget values at most.
+    both sides (buckets bucket_factor apart; 1.25: padding adds at most ~56% to a
+    crop) and a bucket is split so that a group gathers about crop_budget values
+    at most. Mask pasting (modeling/postprocessing.py) groups its regions the same way.
     """
-    bucket_y = torch.ceil(torch.log(span_y.clamp(min=1).double()) / math.log(1.25)).long()
-    bucket_x = torch.ceil(torch.log(span_x.clamp(min=1).double()) / math.log(1.25)).long()
+    bucket_y = torch.ceil(torch.log(span_y.clamp(min=1).double()) / math.log(bucket_factor)).long()
+    bucket_x = torch.ceil(torch.log(span_x.clamp(min=1).double()) / math.log(bucket_factor)).long()
     key = bucket_y * (int(bucket_x.max()) + 1) + bucket_x
     order = torch.argsort(key)
     keys: List[int] = key[order].tolist()

@@ -184,14 +184,32 @@ _BF16_STAGES = ("backbone", "proposal_generator.rpn_head", "roi_heads.box_head",
                 "roi_heads.keypoint_head")
 
 
+@torch.no_grad()
+def _matrix_weights_to_bf16(module: nn.Module) -> None:
+    """Stores the weights and biases of module's convolutions and linear layers in bfloat16, in place.
+
+    Autocast casts a float32 weight to bfloat16 on every call (it caches casts
+    only of weights that require gradients, and only within one autocast
+    region): 44 M parameters of R50-FPN, re-read and re-written per image.
+    Stored in bfloat16, the cast is a no-op; the arithmetic is the same.
+    """
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, PooledLinear)):
+            m.weight.data = m.weight.data.to(torch.bfloat16)
+            if m.bias is not None:
+                m.bias.data = m.bias.data.to(torch.bfloat16)
+
+
 def enable_bf16(model: nn.Module) -> List[str]:
-    """Wraps model's convolution / matrix-product stages in Bf16Autocast, in place; returns their names."""
+    """Wraps model's convolution / matrix-product stages in Bf16Autocast, in place, with their
+    convolution and linear weights stored in bfloat16; returns the wrapped stages' names."""
     wrapped: List[str] = []
     for path in _BF16_STAGES:
         parent_path, _, name = path.rpartition(".")
         parent = model.get_submodule(parent_path) if parent_path else model
         child = getattr(parent, name, None)
         if isinstance(child, nn.Module) and not isinstance(child, Bf16Autocast):
+            _matrix_weights_to_bf16(child)
             setattr(parent, name, Bf16Autocast(child))
             wrapped.append(path)
     return wrapped

@@ -4,7 +4,9 @@ import math
 import pytest
 import torch
 
-from mrcnn_plugin.modeling.postprocessing import (_paste_masks_batched, _paste_masks_by_region,
+import torch.nn.functional as F
+
+from mrcnn_plugin.modeling.postprocessing import (_paste_masks_batched,
                                                   detector_postprocess, paste_masks_in_image)
 
 
@@ -125,8 +127,29 @@ def test_paste_non_square_raises():
         paste_masks_in_image(torch.ones(1, 28, 14), torch.tensor([[0.0, 0.0, 5.0, 5.0]]), (10, 10))
 
 
+def _paste_masks_by_region(masks, boxes, img_masks, threshold):
+    """Reference: detectron2's way, one mask at a time, grid_sample over the box grown by one
+    pixel (an independent implementation of what _paste_masks_batched computes)."""
+    img_h, img_w = img_masks.shape[1], img_masks.shape[2]
+    for i in range(masks.shape[0]):
+        box = boxes[i]
+        x0 = max(int(torch.floor(box[0])) - 1, 0)
+        y0 = max(int(torch.floor(box[1])) - 1, 0)
+        x1 = min(int(torch.ceil(box[2])) + 1, img_w)
+        y1 = min(int(torch.ceil(box[3])) + 1, img_h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        ys = (torch.arange(y0, y1, dtype=torch.float32) + 0.5 - box[1]) / (box[3] - box[1]) * 2 - 1
+        xs = (torch.arange(x0, x1, dtype=torch.float32) + 0.5 - box[0]) / (box[2] - box[0]) * 2 - 1
+        grid = torch.stack([xs[None, :].expand(len(ys), len(xs)), ys[:, None].expand(len(ys), len(xs))], dim=2)
+        pasted = F.grid_sample(masks[i][None, None].float(), grid[None], align_corners=False)[0, 0]
+        img_masks[i, y0:y1, x0:x1] = pasted >= threshold if threshold >= 0 else (pasted * 255).to(torch.uint8)
+
+
 def _paste_with(path, masks, boxes, image_shape, threshold):
-    """Runs one of the two pasting paths directly (paste_masks_in_image picks by device)."""
+    """Runs a pasting function: the reference (filling a fresh output) or the batched path."""
+    if path is _paste_masks_batched:
+        return _paste_masks_batched(masks, boxes, image_shape, threshold)
     dtype = torch.bool if threshold >= 0 else torch.uint8
     out = torch.zeros((masks.shape[0],) + tuple(image_shape), dtype=dtype)
     path(masks, boxes, out, threshold)
@@ -143,26 +166,24 @@ def _random_masks_and_boxes(n, h, w, seed):
     return masks, boxes
 
 
-@pytest.mark.parametrize("chunk_pixels", [1 << 21, 1000])
+@pytest.mark.parametrize("chunk_pixels", [1 << 21, 1000, 1])
 def test_batched_paste_matches_region_paste(chunk_pixels):
-    """The batched path (used off CPU) gives the region loop's masks: bool exactly, uint8 within 1.
+    """The batched path (every device) gives the grid_sample reference's masks: bool exactly,
+    uint8 within 1.
 
-    Random boxes of 1..0.6 image size, many crossing the border; a tiny chunk size also
-    checks that chunking changes nothing.
+    Random boxes of 1..0.6 image size, many crossing the border; small budgets (down to
+    one row of one mask per write) also check that grouping and strips change nothing.
     """
     masks, boxes = _random_masks_and_boxes(40, 53, 71, seed=0)
     crossing = ((boxes[:, :2] < 0) | (boxes[:, 2:] > torch.tensor([71.0, 53.0]))).any(dim=1)
     assert crossing.sum() >= 5
 
-    def batched(m, b, out, t):
-        _paste_masks_batched(m, b, out, t, chunk_pixels=chunk_pixels)
-
     for threshold in (0.5, 0.2):
         ref = _paste_with(_paste_masks_by_region, masks, boxes, (53, 71), threshold)
-        got = _paste_with(batched, masks, boxes, (53, 71), threshold)
+        got = _paste_masks_batched(masks, boxes, (53, 71), threshold, chunk_pixels=chunk_pixels)
         assert ref.any() and torch.equal(got, ref)
     ref = _paste_with(_paste_masks_by_region, masks, boxes, (53, 71), -1).int()
-    got = _paste_with(batched, masks, boxes, (53, 71), -1).int()
+    got = _paste_masks_batched(masks, boxes, (53, 71), -1, chunk_pixels=chunk_pixels).int()
     assert (got - ref).abs().max() <= 1
     # beyond the box grown by one pixel, where the region path writes nothing, the batched path is zero too
     for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
@@ -171,6 +192,16 @@ def test_batched_paste_matches_region_paste(chunk_pixels):
         cols = slice(max(math.floor(x0) - 1, 0), max(math.ceil(x1) + 1, 0))
         outside[rows, cols] = False
         assert not got[i][outside].any()
+
+
+def test_batched_paste_matches_region_paste_at_photo_size():
+    """100 masks of mixed sizes (a few pixels to most of the image) on a 480x640 image, as a
+    detector outputs them: the same bool masks as the grid_sample reference."""
+    masks, boxes = _random_masks_and_boxes(100, 480, 640, seed=3)
+    boxes = boxes * torch.rand(100, 1, generator=torch.Generator().manual_seed(4)) ** 2
+    ref = _paste_with(_paste_masks_by_region, masks, boxes, (480, 640), 0.5)
+    assert ref.sum() > 10000
+    assert torch.equal(paste_masks_in_image(masks, boxes, (480, 640)), ref)
 
 
 def test_batched_paste_hand_computed_cases():
