@@ -14,7 +14,10 @@ input size, x2) against the fp32 / bf16 matrix-product peak measured in the
 same run, and the peak extra resident memory of one inference (measured in a
 child process per candidate, whose RSS high-water mark is reset after warm-up).
 A training step (forward, backward, SGD step; batch 2) is compared with
-torchvision's in the same way.
+torchvision's in the same way. With --device cuda every candidate, the
+training step and the matrix-product peak run on the GPU (the photo starts in
+host memory, as a service would receive it), each timed call ends with the
+GPU's work done, and memory is the peak extra GPU memory allocated.
 """
 import argparse
 import json
@@ -40,17 +43,25 @@ _TRAIN_IMAGES = ("data/coco-mini/train2017", 2)
 _CONFIG = _REPO / "mrcnn_plugin" / "configs" / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_3x.yaml"
 
 
-def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    """Best GFLOP/s of an n x n x n matrix product in `dtype` on the current threads."""
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
+def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, reps: int = 10, device: str = "cpu") -> float:
+    """Best GFLOP/s of an n x n x n matrix product in `dtype` on the current threads (or GPU)."""
+    a = torch.randn(n, n).to(device=device, dtype=dtype)
+    b = torch.randn(n, n).to(device=device, dtype=dtype)
     torch.mm(a, b)
+    _sync(device)
     best = float("inf")
     for _ in range(reps):
         start = time.perf_counter()
         torch.mm(a, b)
+        _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n ** 3 / best / 1e9
+
+
+def _sync(device: str) -> None:
+    """Waits for the GPU's queued work, so that a wall-clock time covers it (no-op on CPU)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 # ----------------------------------------------------------------------------- models
@@ -71,8 +82,8 @@ def _config_path() -> Path:
     return _REPO / "configs" / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_3x.yaml"
 
 
-def _golden_model(shared: Path) -> nn.Module:
-    """This project's R50-FPN Mask R-CNN with the golden weights rule, eval mode."""
+def _golden_model(shared: Path, device: str = "cpu") -> nn.Module:
+    """This project's R50-FPN Mask R-CNN with the golden weights rule, eval mode, on `device`."""
     import importlib.util
 
     from .modeling import build_model
@@ -85,10 +96,10 @@ def _golden_model(shared: Path) -> nn.Module:
     spec.loader.exec_module(rule)
     model = build_model(_golden_cfg()).eval()
     model.load_state_dict(rule.fill_state_dict(model.state_dict()))
-    return model
+    return model.to(device)
 
 
-def _torchvision_model(train: bool = False) -> nn.Module:
+def _torchvision_model(train: bool = False, device: str = "cpu") -> nn.Module:
     """torchvision's maskrcnn_resnet50_fpn, seeded random weights, FrozenBN and res2+ trainable like ours."""
     from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -99,7 +110,7 @@ def _torchvision_model(train: bool = False) -> nn.Module:
     backbone = _resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), trainable_layers=3)
     # A zero score threshold: random weights score every class about equally low.
     model = MaskRCNN(backbone, num_classes=91, box_score_thresh=0.0, box_detections_per_img=100)
-    return model.train(train)
+    return model.train(train).to(device)
 
 
 class _Wrapped:
@@ -111,35 +122,48 @@ class _Wrapped:
 
 
 def _candidates(names: List[str], shared: Path, image_bgr: Tensor, work_dir: Path,
-                cpp_binary: Optional[Path], threads: int) -> List[_Wrapped]:
-    """The inference candidates in `names`, each bound to the benchmark image (uint8 [3, H, W], BGR)."""
+                cpp_binary: Optional[Path], threads: int, device: str = "cpu") -> List[_Wrapped]:
+    """The inference candidates in `names`, each bound to the benchmark image (uint8 [3, H, W], BGR,
+    in host memory: our detectors take it there, as a service would), each call ending with the
+    device's work done."""
     from .export import export_model, load_exported
     from .export.inference_module import ExportableDetector
     from .modeling.fast_inference import prepare_for_inference
 
     cfg = _golden_cfg()
     min_size, max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
-    image_rgb01 = image_bgr.flip(0).float() / 255.0
+    image_rgb01 = (image_bgr.flip(0).float() / 255.0).to(device)
     out: List[_Wrapped] = []
-    model = _golden_model(shared) if any(not n.startswith("torchvision") for n in names) else None
+    model = _golden_model(shared, device) if any(not n.startswith("torchvision") for n in names) else None
 
     def ours(module: nn.Module) -> Callable[[], int]:
-        return lambda: int(module([image_bgr])[0]["scores"].shape[0])
+        def call() -> int:
+            n = int(module([image_bgr])[0]["scores"].shape[0])
+            _sync(device)
+            return n
+        return call
+
+    def detector(m: nn.Module) -> nn.Module:
+        return ExportableDetector(m, min_size, max_size).to(device).eval()
 
     for name in names:
-        if name == "torchvision eager":
-            tv = _torchvision_model()
-            out.append(_Wrapped(name, lambda tv=tv: int(tv([image_rgb01])[0]["scores"].shape[0])))
-        elif name == "torchvision scripted":
-            tv = torch.jit.script(_torchvision_model())
-            out.append(_Wrapped(name, lambda tv=tv: int(tv([image_rgb01])[1][0]["scores"].shape[0])))
+        if name in ("torchvision eager", "torchvision scripted"):
+            tv = _torchvision_model(device=device)
+            tv = torch.jit.script(tv) if name.endswith("scripted") else tv
+            scripted = name.endswith("scripted")  # a scripted torchvision detector returns (losses, detections)
+
+            def tv_call(tv=tv, scripted=scripted) -> int:
+                detections = tv([image_rgb01])[1] if scripted else tv([image_rgb01])
+                _sync(device)
+                return int(detections[0]["scores"].shape[0])
+            out.append(_Wrapped(name, tv_call))
         elif name == "ours eager":
-            out.append(_Wrapped(name, ours(ExportableDetector(model, min_size, max_size).eval())))
+            out.append(_Wrapped(name, ours(detector(model))))
         elif name == "ours scripted":
-            out.append(_Wrapped(name, ours(torch.jit.script(ExportableDetector(model, min_size, max_size).eval()))))
+            out.append(_Wrapped(name, ours(torch.jit.script(detector(model)))))
         elif name == "ours exported (Python)":
             path = export_model(cfg, str(work_dir / "export"), model=model)
-            out.append(_Wrapped(name, ours(load_exported(str(path))[0])))
+            out.append(_Wrapped(name, ours(load_exported(str(path), device)[0])))
         elif name == "ours C++":
             if cpp_binary is None or not cpp_binary.exists():
                 print(f"[bench] skipping {name}: no C++ program (build it with scripts/build_cpp.sh)")
@@ -149,13 +173,11 @@ def _candidates(names: List[str], shared: Path, image_bgr: Tensor, work_dir: Pat
                 export_model(cfg, str(work_dir / "export"), model=model)
             image_file = work_dir / "image.png"
             _save_png(image_bgr, image_file)
-            out.append(_Wrapped(name, lambda p=path, f=image_file: _cpp_latency(cpp_binary, p, f, threads)))
+            out.append(_Wrapped(name, lambda p=path, f=image_file: _cpp_latency(cpp_binary, p, f, threads, device)))
         elif name == "ours fast fp32":
-            fast = prepare_for_inference(model)
-            out.append(_Wrapped(name, ours(ExportableDetector(fast, min_size, max_size).eval())))
+            out.append(_Wrapped(name, ours(detector(prepare_for_inference(model)))))
         elif name == "ours fast bf16":
-            fast = prepare_for_inference(model, bf16=True)
-            out.append(_Wrapped(name, ours(ExportableDetector(fast, min_size, max_size).eval())))
+            out.append(_Wrapped(name, ours(detector(prepare_for_inference(model, bf16=True)))))
         else:
             raise ValueError(f"unknown candidate {name!r}")
     return out
@@ -167,9 +189,10 @@ def _save_png(image_bgr: Tensor, path: Path) -> None:
     Image.fromarray(image_bgr.flip(0).permute(1, 2, 0).numpy()).save(path)
 
 
-def _cpp_latency(binary: Path, model: Path, image: Path, threads: int) -> float:
+def _cpp_latency(binary: Path, model: Path, image: Path, threads: int, device: str = "cpu") -> float:
     """Seconds of the C++ program's third inference of `image` (the first two warm LibTorch up)."""
-    result = subprocess.run([str(binary), "--model", str(model), "--threads", str(threads)] + [str(image)] * 3,
+    result = subprocess.run([str(binary), "--model", str(model), "--threads", str(threads), "--device",
+                             "cuda" if device.startswith("cuda") else "cpu"] + [str(image)] * 3,
                             capture_output=True, text=True, check=True)
     last = [line for line in result.stdout.splitlines() if line.endswith(" ms")][-1]
     return float(last.rsplit(",", 1)[1].strip().split()[0]) / 1000.0
@@ -196,11 +219,12 @@ def _round_robin(candidates: List[_Wrapped], warmup: int, rounds: int) -> Dict[s
     return times
 
 
-def _peak_memory_child(name: str, shared: Path, image_file: str, threads: int) -> float:
-    """MiB of extra resident memory one inference of candidate `name` needs, in a fresh process."""
+def _peak_memory_child(name: str, shared: Path, image_file: str, threads: int, device: str = "cpu") -> float:
+    """MiB of extra memory one inference of candidate `name` needs, in a fresh process: resident
+    host memory on CPU, allocated GPU memory on CUDA."""
     code = ("import sys; from mrcnn_plugin.bench import _memory_child; "
-            "_memory_child(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
-    result = subprocess.run([sys.executable, "-c", code, name, str(shared), image_file, str(threads)],
+            "_memory_child(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])")
+    result = subprocess.run([sys.executable, "-c", code, name, str(shared), image_file, str(threads), device],
                             capture_output=True, text=True)
     if result.returncode != 0:
         print(f"[bench] memory of {name} not measured: {result.stderr.strip().splitlines()[-1:]}")
@@ -215,19 +239,25 @@ def _rss_kib(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def _memory_child(name: str, shared: str, image_file: str, threads: int) -> None:
+def _memory_child(name: str, shared: str, image_file: str, threads: int, device: str = "cpu") -> None:
     torch.set_num_threads(threads)
     image = _load_image(Path(image_file))
     with tempfile.TemporaryDirectory() as tmp:
-        (candidate,) = _candidates([name], Path(shared), image, Path(tmp), None, threads)
+        (candidate,) = _candidates([name], Path(shared), image, Path(tmp), None, threads, device)
         with torch.no_grad():
             candidate.call()
             candidate.call()
-            before = _rss_kib("VmRSS")
-            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
-            candidate.call()
-            peak = _rss_kib("VmHWM")
-    print((peak - before) / 1024.0)
+            if device.startswith("cuda"):
+                before = torch.cuda.memory_allocated()
+                torch.cuda.reset_peak_memory_stats()
+                candidate.call()
+                extra_kib = (torch.cuda.max_memory_allocated() - before) / 1024.0
+            else:
+                before = _rss_kib("VmRSS")
+                Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+                candidate.call()
+                extra_kib = _rss_kib("VmHWM") - before
+    print(extra_kib / 1024.0)
 
 
 def _load_image(path: Path) -> Tensor:
@@ -259,7 +289,7 @@ STAGES = ("backbone", "backbone.bottom_up", "proposal_generator", "proposal_gene
 
 
 def stage_times(model: nn.Module, call: Callable[[], int], rounds: int,
-                stages: Sequence[str] = STAGES) -> Dict[str, float]:
+                stages: Sequence[str] = STAGES, device: str = "cpu") -> Dict[str, float]:
     """Median seconds per call spent in each of `stages` of `model` (the detector that `call`
     runs), measured with forward hooks over `rounds` calls, plus "total" for the whole call. A
     stage run several times in one call counts the sum."""
@@ -271,9 +301,11 @@ def stage_times(model: nn.Module, call: Callable[[], int], rounds: int,
         module = model.get_submodule(name)
 
         def pre(*_, name=name):
+            _sync(device)
             started[name] = time.perf_counter()
 
         def post(*_, name=name):
+            _sync(device)
             in_call[name] = in_call.get(name, 0.0) + time.perf_counter() - started[name]
 
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
@@ -292,19 +324,19 @@ def stage_times(model: nn.Module, call: Callable[[], int], rounds: int,
 
 
 def _stage_rows(shared: Path, image_bgr: Tensor, stage_flops: Dict[str, float], peak: float,
-                rounds: int) -> List[Dict]:
+                rounds: int, device: str = "cpu") -> List[Dict]:
     """The fast fp32 model's time per stage, with its share of the total and its GFLOP/s."""
     from .export.inference_module import ExportableDetector
     from .modeling.fast_inference import prepare_for_inference
 
     cfg = _golden_cfg()
-    fast = prepare_for_inference(_golden_model(shared))
-    detector = ExportableDetector(fast, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST).eval()
+    fast = prepare_for_inference(_golden_model(shared, device))
+    detector = ExportableDetector(fast, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST).to(device).eval()
     call = lambda: int(detector([image_bgr])[0]["scores"].shape[0])  # noqa: E731
     with torch.no_grad():
         for _ in range(2):
             call()
-        seconds = stage_times(fast, call, rounds)
+        seconds = stage_times(fast, call, rounds, device=device)
     rows = []
     for name in STAGES + ("total",):
         gflop = stage_flops[name] / 1e9
@@ -342,14 +374,16 @@ def _training_batches(shared: Path) -> Tuple[List[Dict], List[Tensor], List[Dict
     return ours, tv_images, tv_targets
 
 
-def _train_step_times(shared: Path, warmup: int, rounds: int) -> Dict[str, List[float]]:
+def _train_step_times(shared: Path, warmup: int, rounds: int, device: str = "cpu") -> Dict[str, List[float]]:
     from .modeling import build_model
 
     cfg = _golden_cfg()
     ours_inputs, tv_images, tv_targets = _training_batches(shared)
     torch.manual_seed(0)
-    ours = build_model(cfg).train()
-    tv = _torchvision_model(train=True)
+    ours = build_model(cfg).train().to(device)  # moves its inputs to its device itself
+    tv = _torchvision_model(train=True, device=device)
+    tv_images = [image.to(device) for image in tv_images]
+    tv_targets = [{k: v.to(device) for k, v in t.items()} for t in tv_targets]
     opt_ours = torch.optim.SGD([p for p in ours.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     opt_tv = torch.optim.SGD([p for p in tv.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
 
@@ -391,22 +425,28 @@ def _table(rows: List[Dict], header: List[str]) -> str:
 
 def run(args: argparse.Namespace) -> Dict:
     torch.set_num_threads(args.threads)
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("mrcnn bench --device cuda: no CUDA GPU is available on this machine")
     shared = Path(args.shared)
+    if not os.getenv("MRCNN_COCO_MINI") and (shared / "data" / "coco-mini").is_dir():
+        # The training step's coco-mini photos come from the same --shared folder.
+        os.environ["MRCNN_COCO_MINI"] = str(shared / "data" / "coco-mini")
     image_file = Path(args.image) if args.image else shared / _DEFAULT_IMAGE
     image = _load_image(image_file)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    report: Dict = {"threads": args.threads, "image": image_file.name,
+    report: Dict = {"threads": args.threads, "device": device, "image": image_file.name,
                     "image_size": [int(image.shape[1]), int(image.shape[2])], "rounds": args.rounds}
-    report["matmul_peak_gflops"] = {"fp32": matmul_peak_gflops(torch.float32),
-                                    "bf16": matmul_peak_gflops(torch.bfloat16)}
+    report["matmul_peak_gflops"] = {"fp32": matmul_peak_gflops(torch.float32, device=device),
+                                    "bf16": matmul_peak_gflops(torch.bfloat16, device=device)}
     flops, input_size, stage_flops = _network_flops(shared, image)
     report["network_input_size"] = list(input_size)
     report["gflop_per_image"] = flops / 1e9
     names = [n for n in INFERENCE_CANDIDATES if n not in set(args.skip)]
     with tempfile.TemporaryDirectory() as tmp:
         candidates = _candidates(names, shared, image, Path(tmp), Path(args.cpp) if args.cpp else None,
-                                 args.threads)
+                                 args.threads, device)
         times = _round_robin(candidates, args.warmup, args.rounds)
     base = statistics.median(times["torchvision eager"]) if "torchvision eager" in times else float("nan")
     rows = []
@@ -415,17 +455,18 @@ def run(args: argparse.Namespace) -> Dict:
         peak = report["matmul_peak_gflops"]["bf16" if "bf16" in name else "fp32"]
         gflops = flops / 1e9 / median
         memory = float("nan") if args.no_memory or name == "ours C++" else _peak_memory_child(
-            name, shared, str(image_file), args.threads)
+            name, shared, str(image_file), args.threads, device)
         rows.append({"candidate": name, "median s": f"{median:.3f}", "vs torchvision": f"{median / base:.2f}",
                      "GFLOP/s": f"{gflops:.0f}", "% of matmul peak": f"{100 * gflops / peak:.0f}",
                      "peak memory MiB": f"{memory:.0f}", "_median": median, "_times": values})
     report["inference"] = rows
     _write(report, input_size, args, output)
     if not args.skip_stages:
-        report["stages"] = _stage_rows(shared, image, stage_flops, report["matmul_peak_gflops"]["fp32"], args.rounds)
+        report["stages"] = _stage_rows(shared, image, stage_flops, report["matmul_peak_gflops"]["fp32"], args.rounds,
+                                       device)
         _write(report, input_size, args, output)
     if not args.skip_training:
-        train_times = _train_step_times(shared, 1, max(3, args.rounds // 2))
+        train_times = _train_step_times(shared, 1, max(3, args.rounds // 2), device)
         tv_step = statistics.median(train_times["torchvision train step"])
         report["training"] = [{"candidate": k, "median s": f"{statistics.median(v):.3f}",
                                "vs torchvision": f"{statistics.median(v) / tv_step:.2f}", "_times": v}
@@ -438,9 +479,10 @@ def _write(report: Dict, input_size: Tuple[int, int], args: argparse.Namespace, 
     """Prints the tables and writes bench.md and bench.json (again after each part)."""
     rows = report["inference"]
     header = ["candidate", "median s", "vs torchvision", "GFLOP/s", "% of matmul peak", "peak memory MiB"]
+    where = f"{args.threads} threads" if report["device"] == "cpu" else f"device {report['device']}"
     md = [f"Input {report['image']} {report['image_size'][1]}x{report['image_size'][0]} -> network "
           f"{input_size[1]}x{input_size[0]}, {report['gflop_per_image']:.0f} GFLOP per image (fvcore x2), "
-          f"{args.threads} threads, {args.rounds} interleaved rounds after {args.warmup} warm-up.",
+          f"{where}, {args.rounds} interleaved rounds after {args.warmup} warm-up.",
           f"Matrix-product peak in this run: fp32 {report['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
           f"bf16 {report['matmul_peak_gflops']['bf16']:.0f} GFLOP/s.", "", _table(rows, header)]
     if "stages" in report:
@@ -462,6 +504,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder with golden/weights_rule.py and data/coco-mini (default ../shared)")
     parser.add_argument("--image", default=None, help=f"benchmark photo (default SHARED/{_DEFAULT_IMAGE})")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where every candidate runs (the photo starts in host memory); cuda needs a GPU")
     parser.add_argument("--warmup", type=int, default=3,
                         help="untimed calls per candidate (scripted models optimise their graph on the first two)")
     parser.add_argument("--rounds", type=int, default=5, help="timed interleaved rounds")

@@ -35,6 +35,17 @@ def test_cpp_latency_reads_the_last_image_line(tmp_path, monkeypatch):
     seconds = bench._cpp_latency(Path("mrcnn_infer"), Path("model.ts"), Path("a.png"), threads=2)
     assert abs(seconds - 3.95025) < 1e-9
     assert seen["cmd"][-3:] == ["a.png"] * 3 and seen["cmd"][seen["cmd"].index("--threads") + 1] == "2"
+    assert seen["cmd"][seen["cmd"].index("--device") + 1] == "cpu"
+
+
+def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch, tmp_path):
+    """`mrcnn bench --device cuda` on a machine without a GPU stops at once with a message saying so
+    (before any model is built)."""
+    import pytest
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit, match="no CUDA GPU"):
+        bench.main(["--device", "cuda", "--output", str(tmp_path)])
 
 
 def test_matmul_peak_is_positive():
