@@ -14,7 +14,7 @@
         --remap-classes also keeps only the class rows a new label set needs (fine-tuning init)
     mrcnn export --config-file F --output DIR [--method scripting|tracing] [--no-fast] [KEY VALUE ...]
         writes DIR/model.ts (TorchScript, preprocessing and postprocessing inside) and DIR/model.json
-    mrcnn bench [--threads N] [--rounds R] [--skip CANDIDATE ...] [--skip-training] [--output DIR]
+    mrcnn bench [--threads N] [--device cpu|cuda] [--rounds R] [--skip CANDIDATE ...] [--skip-training] [--output DIR]
         latency, GFLOP/s and memory against torchvision's Mask R-CNN, interleaved in one run
 """
 import argparse
