@@ -37,16 +37,23 @@ class WinogradConv2d(Conv2d):
 
     Built from an existing convolution with `from_conv`; same parameters and
     names (weight, bias), so it computes the same function up to float rounding.
-    The output keeps the input's memory format (NNPACK itself reads and writes
-    NCHW).
+    NNPACK reads and writes NCHW: with keep_layout the output is converted back
+    to the input's memory format (for a backbone's outputs, which the ATen
+    ROIAlign reads channels-last), otherwise it stays NCHW (inside a head,
+    where the next layer takes either and another Winograd convolution wants
+    NCHW: no copy back and forth).
     """
 
+    def __init__(self, *args, keep_layout: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.keep_layout = keep_layout
+
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":
+    def from_conv(cls, conv: nn.Conv2d, keep_layout: bool = True) -> "WinogradConv2d":
         if not winograd_supported(conv):
             raise ValueError(f"WinogradConv2d needs a 3x3 stride-1 padding-1 convolution without norm, got {conv}")
         out = cls(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=True,
-                  activation=getattr(conv, "activation", None))
+                  activation=getattr(conv, "activation", None), keep_layout=keep_layout)
         with torch.no_grad():
             out.weight.copy_(conv.weight.detach().contiguous())
             out.bias.copy_(conv.bias.detach() if conv.bias is not None else torch.zeros_like(out.bias))
@@ -90,7 +97,7 @@ class WinogradConv2d(Conv2d):
         if self._use_nnpack(x):
             y = torch._nnpack_spatial_convolution(x.contiguous(), self.weight.contiguous(), self._bias_after_init(x),
                                                   [1, 1], [1, 1])
-            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            if self.keep_layout and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
                 y = y.contiguous(memory_format=torch.channels_last)
         else:
             y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)

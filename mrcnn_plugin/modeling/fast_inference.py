@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import Conv2d, FrozenBatchNorm2d, WinogradConv2d, winograd_supported
+from .backbone.backbone import Backbone
 from .backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
 __all__ = ["fold_batch_norms", "prepare_for_inference", "enable_bf16", "Bf16Autocast", "PooledLinear",
@@ -140,7 +141,8 @@ def winograd_convs(module: nn.Module, min_channels: int = 128) -> int:
             if isinstance(child, _DIRECT_CONV_MODULES):
                 continue
             if winograd_supported(child) and child.in_channels >= min_channels:
-                setattr(parent, name, WinogradConv2d.from_conv(child))
+                # A backbone's outputs stay channels-last for the ROI poolers; in the heads NCHW is fine.
+                setattr(parent, name, WinogradConv2d.from_conv(child, keep_layout=isinstance(parent, Backbone)))
                 replaced += 1
             else:
                 visit(child)

@@ -46,6 +46,9 @@ def test_equals_the_convolution_it_replaces(memory_format):
     assert _max_relative_error(got, expected) < 1e-4
     assert got.min() >= 0  # the ReLU
     assert got.is_contiguous(memory_format=memory_format)
+    with torch.no_grad():
+        in_head = WinogradConv2d.from_conv(conv, keep_layout=False)(x)
+    assert in_head.is_contiguous() and torch.equal(in_head, got)  # NCHW as NNPACK writes it
 
 
 def test_falls_back_to_the_direct_convolution():
@@ -108,6 +111,8 @@ def test_fast_mode_replaces_the_convolutions_after_the_resnet():
     replaced = {name for name, m in fast.named_modules() if isinstance(m, WinogradConv2d)}
     assert not any(name.startswith("backbone.bottom_up") for name in replaced)
     assert {"proposal_generator.rpn_head.conv", "backbone.fpn_output2", "roi_heads.mask_head.mask_fcn4"} <= replaced
+    # the backbone's outputs stay channels-last for the ROI poolers; the heads' convolutions write NCHW
+    assert fast.backbone.fpn_output2.keep_layout and not fast.roi_heads.mask_head.mask_fcn1.keep_layout
     inputs = [{"image": synthetic_image(1)}]
     with torch.no_grad():
         expected = reference.inference(inputs)[0]
