@@ -38,10 +38,9 @@ class WinogradConv2d(Conv2d):
     Built from an existing convolution with `from_conv`; same parameters and
     names (weight, bias), so it computes the same function up to float rounding.
     NNPACK reads and writes NCHW: with keep_layout the output is converted back
-    to the input's memory format (for a backbone's outputs, which the ATen
-    ROIAlign reads channels-last), otherwise it stays NCHW (inside a head,
-    where the next layer takes either and another Winograd convolution wants
-    NCHW: no copy back and forth).
+    to the input's memory format (e.g. for FPN outputs, which the ATen ROIAlign
+    reads channels-last), otherwise it stays NCHW (e.g. between the convolutions
+    of a mask head: no copy back and forth).
     """
 
     def __init__(self, *args, keep_layout: bool = True, **kwargs):

@@ -111,8 +111,10 @@ def test_fast_mode_replaces_the_convolutions_after_the_resnet():
     replaced = {name for name, m in fast.named_modules() if isinstance(m, WinogradConv2d)}
     assert not any(name.startswith("backbone.bottom_up") for name in replaced)
     assert {"proposal_generator.rpn_head.conv", "backbone.fpn_output2", "roi_heads.mask_head.mask_fcn4"} <= replaced
-    # the backbone's outputs stay channels-last for the ROI poolers; the heads' convolutions write NCHW
-    assert fast.backbone.fpn_output2.keep_layout and not fast.roi_heads.mask_head.mask_fcn1.keep_layout
+    # FPN outputs (read by the poolers) and the RPN conv return their input's layout; the mask head's
+    # stack of convolutions passes NCHW along
+    assert fast.backbone.fpn_output2.keep_layout and fast.proposal_generator.rpn_head.conv.keep_layout
+    assert not fast.roi_heads.mask_head.mask_fcn1.keep_layout
     inputs = [{"image": synthetic_image(1)}]
     with torch.no_grad():
         expected = reference.inference(inputs)[0]
