@@ -71,7 +71,7 @@ class WinogradConv2d(Conv2d):
             return False
         if not torch.jit.is_scripting() and self._in_autocast():
             return False  # the bf16 mode runs this convolution in bfloat16
-        # Also initialises NNPACK, which the convolution needs first.
+        # Whether this build has NNPACK (scripted: decided once, when compiled; see _bias_after_init).
         return torch._nnpack_available()
 
     def _bias_after_init(self, x: Tensor) -> Tensor:
