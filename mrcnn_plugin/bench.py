@@ -148,9 +148,9 @@ def _candidates(names: List[str], shared: Path, image_bgr: Tensor, work_dir: Pat
 
     for name in names:
         if name in ("torchvision eager", "torchvision scripted"):
-            tv = _torchvision_model(device=device)
-            tv = torch.jit.script(tv) if name.endswith("scripted") else tv
             scripted = name.endswith("scripted")  # a scripted torchvision detector returns (losses, detections)
+            tv = _torchvision_model(device=device)
+            tv = torch.jit.script(tv) if scripted else tv
 
             def tv_call(tv=tv, scripted=scripted) -> int:
                 detections = tv([image_rgb01])[1] if scripted else tv([image_rgb01])

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torchvision.ops import roi_align as tv_roi_align
 from torchvision.ops import roi_pool as tv_roi_pool
 
-__all__ = ["ROIAlign", "ROIPool", "roi_align_aten", "roi_align_max_aten", "BIN_REDUCTIONS"]
+__all__ = ["ROIAlign", "ROIPool", "roi_align_aten", "roi_align_max_aten", "size_groups", "BIN_REDUCTIONS"]
 
 BIN_REDUCTIONS = ("avg", "max")
 
@@ -62,7 +62,7 @@ def _axis_weights(start: Tensor, bin_size: Tensor, grid: Tensor, pooled: int,
     return weights, origin, span
 
 
-def _size_groups(span_y: Tensor, span_x: Tensor, channels: int, crop_budget: int,
+def size_groups(span_y: Tensor, span_x: Tensor, channels: int, crop_budget: int,
                  bucket_factor: float = 1.25) -> List[Tuple[Tensor, int, int]]:
     """ROIs grouped by crop size: (members Tensor[G] int64, crop height, crop width) per group.
 
@@ -113,7 +113,7 @@ def roi_align_aten(features: Tensor, rois: Tensor, output_size: Tuple[int, int],
     (laid out channels-last). Bilinear sampling and bin averaging are separable
     in y and x, so ROI r's output is ay[r] @ crop[r] @ ax[r]^T over the Hc x Wc
     feature pixels its samples touch. ROIs are processed in groups of similar
-    crop size (`_size_groups`). Without gradients each group gathers its crops
+    crop size (`size_groups`). Without gradients each group gathers its crops
     into one reused buffer, which stays in cache for the matrix products;
     with gradients all crops are gathered at once, so that the backward pass is
     a single index_add into one gradient map, 2-4x faster than torchvision's
@@ -130,7 +130,7 @@ def roi_align_aten(features: Tensor, rois: Tensor, output_size: Tuple[int, int],
     ay = ay / (grid_h * grid_w).clamp(min=1.0)[:, None, None]
     base = rois[:, 0].long() * (h * w)
     flat = features.permute(0, 2, 3, 1).reshape(n * h * w, c)
-    groups = _size_groups(span_y, span_x, c, crop_budget)
+    groups = size_groups(span_y, span_x, c, crop_budget)
     weights: List[Tuple[Tensor, Tensor]] = []
     indices: List[Tensor] = []
     for members, hc, wc in groups:

@@ -1,6 +1,6 @@
 """The fast inference mode: the same detections, computed with less work.
 
-Two rewrites of a model that is only run forward, neither of which changes
+Rewrites of a model that is only run forward, none of which changes
 results beyond float rounding:
 
 - fold_batch_norms: a FrozenBN (or eval-mode BatchNorm) after a convolution is
@@ -19,7 +19,7 @@ results beyond float rounding:
   read straight from the channels-last ROI features (no copy to flatten them)
   by oneDNN, which is faster there than the BLAS matrix product.
 
-Both work in place on a module that will no longer be trained or saved as a
+All work in place on a module that will no longer be trained or saved as a
 checkpoint (its state_dict changes: norms disappear, convolutions gain biases),
 so `prepare_for_inference` applies them to a copy.
 """
@@ -235,7 +235,7 @@ def _matrix_weights_to_bf16(module: nn.Module) -> None:
     Stored in bfloat16, the cast is a no-op; the arithmetic is the same.
     """
     for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, PooledLinear)) and not isinstance(m, WinogradConv2d):
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, PooledLinear)):
             m.weight.data = m.weight.data.to(torch.bfloat16)
             if m.bias is not None:
                 m.bias.data = m.bias.data.to(torch.bfloat16)

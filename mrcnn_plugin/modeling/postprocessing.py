@@ -5,7 +5,7 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor
 
-from ..layers.roi_align import _size_groups
+from ..layers.roi_align import size_groups
 from ..structures import clip_boxes, nonempty_boxes
 
 __all__ = ["detector_postprocess", "paste_masks_in_image"]
@@ -18,18 +18,17 @@ def _axis_weights(lo: Tensor, hi: Tensor, pix: Tensor, mask_size: int) -> Tensor
     indices (as floats) sampled for each box. Returns Tensor[N, L, mask_size]:
     the weight of mask cell m in the sample at pixel pix[n, l], computed as
     grid_sample does (align_corners=False, zero padding; detectron2 pastes with
-    grid_sample), and zero outside the pixels [floor(lo) - 1, ceil(hi) + 1).
+    grid_sample). Only pixels of the box's region (`_paste_regions`) are used.
     """
     grid = (pix + 0.5 - lo[:, None]) / (hi - lo)[:, None] * 2 - 1
     u = ((grid + 1) * mask_size - 1) / 2
     u0 = u.floor()
-    window = (pix >= lo.floor()[:, None] - 1) & (pix < hi.ceil()[:, None] + 1)
     # Columns 0 and mask_size + 1 collect the taps that land on the zero padding.
     left = (u0.long() + 1).clamp(0, mask_size + 1)
     right = (u0.long() + 2).clamp(0, mask_size + 1)
     weights = torch.zeros(lo.shape[0], pix.shape[1], mask_size + 2, device=lo.device)
-    weights.scatter_(2, left[:, :, None], ((u0 + 1 - u) * window)[:, :, None])
-    weights.scatter_add_(2, right[:, :, None], ((u - u0) * window)[:, :, None])
+    weights.scatter_(2, left[:, :, None], (u0 + 1 - u)[:, :, None])
+    weights.scatter_add_(2, right[:, :, None], (u - u0)[:, :, None])
     return weights[:, :, 1:mask_size + 1]
 
 
@@ -84,7 +83,7 @@ def _paste_masks_batched(masks: Tensor, boxes: Tensor, image_shape: Tuple[int, i
     image_index = torch.arange(n, device=boxes.device)[:, None] * img_h
     row_offset = torch.where(rows < y1[:, None], (image_index + rows) * img_w, scratch)
     col_offset = torch.where(cols < x1[:, None], cols, scratch)
-    for members, hg, wg in _size_groups(span_y, span_x, 1, chunk_pixels, 2.0):
+    for members, hg, wg in size_groups(span_y, span_x, 1, chunk_pixels, 2.0):
         if hg == 0 or wg == 0:  # boxes wholly outside the image paste nothing
             continue
         group_masks_y = masks_y.index_select(0, members)
