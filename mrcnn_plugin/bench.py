@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .utils.allocator import GLIBC_TUNABLES_KEEP_FREED_MEMORY, keep_freed_memory
+
 __all__ = ["main", "matmul_peak_gflops"]
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -222,10 +224,13 @@ def _round_robin(candidates: List[_Wrapped], warmup: int, rounds: int) -> Dict[s
 def _peak_memory_child(name: str, shared: Path, image_file: str, threads: int, device: str = "cpu") -> float:
     """MiB of extra memory one inference of candidate `name` needs, in a fresh process: resident
     host memory on CPU, allocated GPU memory on CUDA."""
+    # Measured with glibc's default allocator: one that keeps freed memory would already hold the
+    # inference's peak before the measured call.
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
     code = ("import sys; from mrcnn_plugin.bench import _memory_child; "
             "_memory_child(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])")
     result = subprocess.run([sys.executable, "-c", code, name, str(shared), image_file, str(threads), device],
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, env=env)
     if result.returncode != 0:
         print(f"[bench] memory of {name} not measured: {result.stderr.strip().splitlines()[-1:]}")
         return float("nan")
@@ -428,6 +433,10 @@ def run(args: argparse.Namespace) -> Dict:
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("mrcnn bench --device cuda: no CUDA GPU is available on this machine")
+    if args.keep_freed_memory:
+        if not keep_freed_memory():
+            raise SystemExit("mrcnn bench --keep-freed-memory: the C library is not glibc")
+        os.environ["GLIBC_TUNABLES"] = GLIBC_TUNABLES_KEEP_FREED_MEMORY  # the C++ candidate's too
     shared = Path(args.shared)
     if not os.getenv("MRCNN_COCO_MINI") and (shared / "data" / "coco-mini").is_dir():
         # The training step's coco-mini photos come from the same --shared folder.
@@ -437,6 +446,7 @@ def run(args: argparse.Namespace) -> Dict:
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     report: Dict = {"threads": args.threads, "device": device, "image": image_file.name,
+                    "allocator": "keeps freed memory" if args.keep_freed_memory else "default",
                     "image_size": [int(image.shape[1]), int(image.shape[2])], "rounds": args.rounds}
     report["matmul_peak_gflops"] = {"fp32": matmul_peak_gflops(torch.float32, device=device),
                                     "bf16": matmul_peak_gflops(torch.bfloat16, device=device)}
@@ -482,7 +492,8 @@ def _write(report: Dict, input_size: Tuple[int, int], args: argparse.Namespace, 
     where = f"{args.threads} threads" if report["device"] == "cpu" else f"device {report['device']}"
     md = [f"Input {report['image']} {report['image_size'][1]}x{report['image_size'][0]} -> network "
           f"{input_size[1]}x{input_size[0]}, {report['gflop_per_image']:.0f} GFLOP per image (fvcore x2), "
-          f"{where}, {args.rounds} interleaved rounds after {args.warmup} warm-up.",
+          f"{where}, {args.rounds} interleaved rounds after {args.warmup} warm-up, "
+          f"malloc {'keeping freed memory (--keep-freed-memory)' if args.keep_freed_memory else 'as by default'}.",
           f"Matrix-product peak in this run: fp32 {report['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
           f"bf16 {report['matmul_peak_gflops']['bf16']:.0f} GFLOP/s.", "", _table(rows, header)]
     if "stages" in report:
@@ -515,6 +526,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-training", action="store_true", help="no training-step comparison")
     parser.add_argument("--skip-stages", action="store_true", help="no per-stage time of the fast fp32 model")
     parser.add_argument("--no-memory", action="store_true", help="no per-candidate memory measurement")
+    parser.add_argument("--keep-freed-memory", action="store_true",
+                        help="every candidate (and the training step) runs with glibc's malloc keeping freed "
+                             "memory, so no inference faults in fresh pages (utils/allocator.py); memory is "
+                             "still measured with the default malloc")
     parser.add_argument("--output", default="outputs/bench", help="writes bench.json and bench.md here")
 
 

@@ -296,6 +296,18 @@ def roi_align_max_aten(features: Tensor, rois: Tensor, output_size: Tuple[int, i
     return pooled.index_select(0, unsort).permute(0, 3, 1, 2)
 
 
+def _eager_runs_aten_kernel(features: Tensor) -> bool:
+    """Whether average ROIAlign of `features`, not scripted, runs roi_align_aten rather than
+    torchvision's kernel.
+
+    Scripted models always run it: they hold ATen operators only. On CPU the ATen version is also
+    the faster one (bench: ~3x torchvision's kernel forward, 2-4x backward); torchvision's CUDA
+    kernel serves eager GPU inference. Callers test torch.jit.is_scripting() themselves, in the
+    `if`, where TorchScript folds it and drops the torchvision branch from the compiled code.
+    """
+    return features.requires_grad or not features.is_cuda
+
+
 class ROIAlign(nn.Module):
     """Bilinear ROI feature extraction.
 
@@ -325,14 +337,19 @@ class ROIAlign(nn.Module):
         if self.bin_reduction == "max":
             return roi_align_max_aten(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
                                       self.aligned)
-        # Scripted models hold ATen operators only. On CPU the ATen version is also the faster
-        # one (bench: ~3x torchvision's kernel forward, 2-4x backward); torchvision's CUDA kernel
-        # serves eager GPU inference.
-        if torch.jit.is_scripting() or features.requires_grad or not features.is_cuda:
+        if torch.jit.is_scripting() or _eager_runs_aten_kernel(features):
             return roi_align_aten(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
                                   self.aligned)
         return tv_roi_align(features, rois, self.output_size, self.spatial_scale, self.sampling_ratio,
                             self.aligned)
+
+    def prepare_features(self, features: Tensor) -> Tensor:
+        """features Tensor[N, C, H, W] in the memory format this ROIAlign reads without a copy:
+        channels-last for the ATen kernels, as given for torchvision's. Poolers that read the same
+        map (box and mask heads) convert it once with this."""
+        if self.bin_reduction == "max" or torch.jit.is_scripting() or _eager_runs_aten_kernel(features):
+            return features.contiguous(memory_format=torch.channels_last)
+        return features
 
     def extra_repr(self) -> str:
         return (f"output_size={self.output_size}, spatial_scale={self.spatial_scale}, "
@@ -356,3 +373,7 @@ class ROIPool(nn.Module):
         if features.dtype != rois.dtype:
             rois = rois.to(features.dtype)
         return tv_roi_pool(features, rois, self.output_size, self.spatial_scale)
+
+    def prepare_features(self, features: Tensor) -> Tensor:
+        """features as given: torchvision's kernel reads any memory format."""
+        return features

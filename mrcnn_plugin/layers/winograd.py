@@ -37,22 +37,19 @@ class WinogradConv2d(Conv2d):
 
     Built from an existing convolution with `from_conv`; same parameters and
     names (weight, bias), so it computes the same function up to float rounding.
-    NNPACK reads and writes NCHW: with keep_layout the output is converted back
-    to the input's memory format (e.g. for FPN outputs, which the ATen ROIAlign
-    reads channels-last), otherwise it stays NCHW (e.g. between the convolutions
-    of a mask head: no copy back and forth).
+    NNPACK reads and writes NCHW, so its output is NCHW whatever the input's
+    memory format: converting it back would cost a full copy of the map, which
+    the next consumer may not need (the next convolution of a mask head, the
+    RPN head's) or needs for several readers at once (the ROI poolers convert
+    the FPN outputs once for the box and mask heads).
     """
 
-    def __init__(self, *args, keep_layout: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.keep_layout = keep_layout
-
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, keep_layout: bool = True) -> "WinogradConv2d":
+    def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":
         if not winograd_supported(conv):
             raise ValueError(f"WinogradConv2d needs a 3x3 stride-1 padding-1 convolution without norm, got {conv}")
         out = cls(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=True,
-                  activation=getattr(conv, "activation", None), keep_layout=keep_layout)
+                  activation=getattr(conv, "activation", None))
         with torch.no_grad():
             out.weight.copy_(conv.weight.detach().contiguous())
             out.bias.copy_(conv.bias.detach() if conv.bias is not None else torch.zeros_like(out.bias))
@@ -96,8 +93,6 @@ class WinogradConv2d(Conv2d):
         if self._use_nnpack(x):
             y = torch._nnpack_spatial_convolution(x.contiguous(), self.weight.contiguous(), self._bias_after_init(x),
                                                   [1, 1], [1, 1])
-            if self.keep_layout and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-                y = y.contiguous(memory_format=torch.channels_last)
         else:
             y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if self.activation is not None:

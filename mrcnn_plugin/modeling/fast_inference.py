@@ -6,13 +6,16 @@ results beyond float rounding:
 - fold_batch_norms: a FrozenBN (or eval-mode BatchNorm) after a convolution is
   an affine map per output channel, so it folds into that convolution's weight
   and bias, saving one full pass over every backbone feature map;
-- channels-last: oneDNN's convolutions run faster on NHWC tensors, and the
-  ATen ROIAlign reads NHWC directly, so the backbone's weights and the input
-  image are laid out channels-last;
+- channels-last: oneDNN's convolutions run faster on NHWC tensors, so the
+  convolution weights, and with them the backbone's maps, are laid out
+  channels-last;
 - Winograd 3x3 convolutions: the wide 3x3 convolutions after the ResNet (FPN
   outputs, RPN head, mask and keypoint heads) run NNPACK's Winograd
   F(6x6, 3x3) on CPU (`layers.winograd`), about 5x fewer multiplications, at
-  float32 precision (error ~1e-5 of the output's magnitude instead of ~2e-6);
+  float32 precision (error ~1e-5 of the output's magnitude instead of ~2e-6).
+  NNPACK writes NCHW and the maps stay so: the RPN head reads them as they
+  are, and the ROI heads convert each pooled level to channels-last once,
+  for the box and mask poolers together;
 - the box head's first fully connected layer over the flattened pooled ROI
   features (1000 x 12544 x 1024 multiply-adds, a quarter of the ROI heads'
   work) runs as an S x S convolution (`PooledLinear`): the same dot products,
@@ -140,11 +143,7 @@ def winograd_convs(module: nn.Module, min_channels: int = 128) -> int:
             if isinstance(child, _DIRECT_CONV_MODULES):
                 continue
             if winograd_supported(child) and child.in_channels >= min_channels:
-                # In a stack of convolutions (the mask and keypoint heads) NCHW passes from one to the
-                # next; elsewhere (the FPN outputs that the ROI poolers read, the RPN head feeding its
-                # 1x1 convolutions) the input's channels-last layout comes back. Measured faster each way.
-                keep_layout = not isinstance(parent, nn.Sequential)
-                setattr(parent, name, WinogradConv2d.from_conv(child, keep_layout=keep_layout))
+                setattr(parent, name, WinogradConv2d.from_conv(child))
                 replaced += 1
             else:
                 visit(child)

@@ -77,6 +77,15 @@ class ROIPooler(nn.Module):
         self.canonical_level = canonical_level
         self.canonical_box_size = canonical_box_size
 
+    def prepare_features(self, x: List[Tensor]) -> List[Tensor]:
+        """x: one Tensor[N, C, Hl, Wl] per level, each in the memory format its ROI kernel reads
+        without a copy (`ROIAlign.prepare_features`). forward does this itself; ROI heads whose
+        poolers share feature maps do it once for all of them."""
+        out: List[Tensor] = []
+        for level, pooler in enumerate(self.level_poolers):
+            out.append(pooler.prepare_features(x[level]))
+        return out
+
     def forward(self, x: List[Tensor], boxes: List[Tensor]) -> Tensor:
         """x: one Tensor[N, C, Hl, Wl] per level; boxes: one Tensor[Ri, 4] per image, XYXY input pixels.
 
@@ -84,6 +93,7 @@ class ROIPooler(nn.Module):
         """
         num_levels = len(self.level_poolers)
         assert len(x) == num_levels, f"{len(x)} feature maps for {num_levels} pooler levels"
+        x = self.prepare_features(x)
         pooler_fmt_boxes = convert_boxes_to_pooler_format(boxes)
         if num_levels == 1:
             return self.level_poolers[0](x[0], pooler_fmt_boxes)

@@ -74,6 +74,14 @@ def select_proposals_with_visible_keypoints(proposals: List[Instances]) -> List[
     return ret
 
 
+def _replaced(features: Dict[str, Tensor], names: List[str], values: List[Tensor]) -> Dict[str, Tensor]:
+    """A copy of `features` with features[names[i]] = values[i]."""
+    out = features.copy()
+    for name, value in zip(names, values):
+        out[name] = value
+    return out
+
+
 class ROIHeads(nn.Module):
     """Shared training logic: matching proposals to ground truth and sampling a minibatch."""
 
@@ -198,7 +206,15 @@ class StandardROIHeads(ROIHeads):
     def forward(self, image_sizes: List[Tuple[int, int]], features: Dict[str, Tensor],
                 proposal_boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
         """Inference; see the module docstring for the outputs."""
+        features = self._features_for_poolers(features)
         return self.forward_with_given_boxes(features, self.forward_boxes(image_sizes, features, proposal_boxes))
+
+    def _features_for_poolers(self, features: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """features with the box pooler's maps in the memory format its kernel reads without a copy
+        (`ROIPooler.prepare_features`); the mask and keypoint poolers read the same maps, so the
+        conversion (a copy of each level) is done once for all of them."""
+        names = self.box_in_features
+        return _replaced(features, names, self.box_pooler.prepare_features([features[f] for f in names]))
 
     def forward_boxes(self, image_sizes: List[Tuple[int, int]], features: Dict[str, Tensor],
                       proposal_boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
@@ -241,6 +257,7 @@ class StandardROIHeads(ROIHeads):
     def forward_train(self, features: Dict[str, Tensor], proposals: List[Instances],
                       targets: List[Instances]) -> Dict[str, Tensor]:
         """Training losses of the box head and, when on, the mask and keypoint heads."""
+        features = self._features_for_poolers(features)
         proposals = self.label_and_sample_proposals(proposals, targets)
         boxes = [p.proposal_boxes.tensor for p in proposals]
         box_features = self.box_head(self.box_pooler([features[f] for f in self.box_in_features], boxes))
@@ -307,7 +324,14 @@ class Res5ROIHeads(ROIHeads):
     def forward(self, image_sizes: List[Tuple[int, int]], features: Dict[str, Tensor],
                 proposal_boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
         """Inference; see the module docstring for the outputs."""
+        features = self._features_for_poolers(features)
         return self.forward_with_given_boxes(features, self.forward_boxes(image_sizes, features, proposal_boxes))
+
+    def _features_for_poolers(self, features: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """features with the pooler's map in the memory format its kernel reads without a copy
+        (`ROIPooler.prepare_features`), converted once for the box and the mask pooling."""
+        names = self.in_features
+        return _replaced(features, names, self.pooler.prepare_features([features[f] for f in names]))
 
     def forward_boxes(self, image_sizes: List[Tuple[int, int]], features: Dict[str, Tensor],
                       proposal_boxes: List[Tensor]) -> List[Dict[str, Tensor]]:
@@ -337,6 +361,7 @@ class Res5ROIHeads(ROIHeads):
     def forward_train(self, features: Dict[str, Tensor], proposals: List[Instances],
                       targets: List[Instances]) -> Dict[str, Tensor]:
         """Training losses of the box predictor and, when on, the mask head."""
+        features = self._features_for_poolers(features)
         proposals = self.label_and_sample_proposals(proposals, targets)
         box_features = self._shared_roi_transform(features, [p.proposal_boxes.tensor for p in proposals])
         losses = self.box_predictor.losses(self.box_predictor(box_features.mean(dim=[2, 3])), proposals)
