@@ -166,3 +166,25 @@ def test_roipooler_bad_scales_raise(scales):
     """Scales that are not powers of 1/2, or skip a level, raise ValueError."""
     with pytest.raises(ValueError):
         ROIPooler(7, scales, 0, "ROIAlignV2")
+
+
+def test_prepare_features_converts_once_and_changes_nothing():
+    """On CPU the ATen ROIAlign reads channels-last: prepare_features converts NCHW levels to it
+    (a second call returns the very same tensors, so poolers sharing maps copy them once), and
+    pooling prepared or unprepared maps gives the same values, with gradients as well."""
+    x = _pyramid()
+    pooler = ROIPooler(7, SCALES, sampling_ratio=0, pooler_type="ROIAlignV2")
+    prepared = pooler.prepare_features(x)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in prepared)
+    assert all(again is p for again, p in zip(pooler.prepare_features(prepared), prepared))
+    boxes = _boxes_per_image()
+    torch.testing.assert_close(pooler(prepared, boxes), pooler(x, boxes), atol=0, rtol=0)
+    leaves = [level.clone().requires_grad_() for level in x]
+    pooler(pooler.prepare_features(leaves), boxes).square().sum().backward()
+    reference = [level.clone().requires_grad_() for level in x]
+    pooler(reference, boxes).square().sum().backward()
+    for got, expected in zip(leaves, reference):
+        torch.testing.assert_close(got.grad, expected.grad)
+    # ROIPool's torchvision kernel reads any layout: nothing to convert
+    roipool = ROIPooler(7, SCALES, sampling_ratio=0, pooler_type="ROIPool")
+    assert all(p is level for p, level in zip(roipool.prepare_features(x), x))
