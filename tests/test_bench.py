@@ -95,3 +95,21 @@ def test_stage_times_attribute_each_stage_its_own_time(monkeypatch):
     assert seconds == {"backbone": 2.0, "head": 1.25, "head.pooler": 1.0, "total": 3.375}
     # the hooks are removed afterwards
     assert not model.backbone._forward_hooks and not model.backbone._forward_pre_hooks
+
+
+def test_memory_is_measured_with_the_default_malloc(monkeypatch):
+    """With --keep-freed-memory the bench process (and the C++ program it starts) has GLIBC_TUNABLES
+    set; the memory child must not inherit it, or freed memory kept from warm-up would hide the
+    inference's peak."""
+    import subprocess
+
+    seen = {}
+
+    def fake_run(cmd, capture_output, text, env):
+        seen["env"] = env
+        return subprocess.CompletedProcess(cmd, 0, stdout="12.5\n", stderr="")
+
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.mmap_max=0")
+    monkeypatch.setattr(bench.subprocess, "run", fake_run)
+    assert bench._peak_memory_child("ours eager", bench._DEFAULT_SHARED, "x.png", 2) == 12.5
+    assert "GLIBC_TUNABLES" not in seen["env"] and seen["env"].get("PATH") == bench.os.environ.get("PATH")

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers import Conv2d, FrozenBatchNorm2d, WinogradConv2d, winograd_supported
+from ..layers import Conv2d, FrozenBatchNorm2d, WinogradConv2d, WinogradConvStack, winograd_supported
 from .backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
 __all__ = ["fold_batch_norms", "prepare_for_inference", "enable_bf16", "Bf16Autocast", "PooledLinear",
@@ -131,10 +131,33 @@ def pooled_linears_as_convs(module: nn.Module) -> int:
 _DIRECT_CONV_MODULES = (ResNet, BasicStem, BasicBlock, BottleneckBlock)
 
 
+def _stack_runs(parent: nn.Sequential) -> None:
+    """Replaces, in place, each run of two or more WinogradConv2d in `parent` (with the ReLU
+    layers between them) by one WinogradConvStack in the run's first slot and Identity in the
+    others, so that the Sequential's forward and its layer names stay as they were."""
+    names = [name for name, _ in parent.named_children()]
+    start = 0
+    while start < len(names):
+        end = start
+        while end < len(names) and isinstance(getattr(parent, names[end]), (WinogradConv2d, nn.ReLU)):
+            end += 1
+        run = [getattr(parent, n) for n in names[start:end]]
+        while run and not isinstance(run[0], WinogradConv2d):
+            run.pop(0)
+            start += 1
+        if sum(isinstance(m, WinogradConv2d) for m in run) >= 2:
+            setattr(parent, names[start], WinogradConvStack(run))
+            for name in names[start + 1:end]:
+                setattr(parent, name, nn.Identity())
+        start = max(end, start + 1)
+
+
 @torch.no_grad()
 def winograd_convs(module: nn.Module, min_channels: int = 128) -> int:
     """Replaces, in place, every 3x3 stride-1 convolution with at least min_channels inputs and
-    no norm, outside ResNet stages, by a WinogradConv2d (same weights). Returns how many."""
+    no norm, outside ResNet stages, by a WinogradConv2d (same weights), and runs of them in a
+    head's Sequential (mask and keypoint heads: many small ROI maps) by a WinogradConvStack.
+    Returns how many convolutions were replaced."""
     replaced = 0
 
     def visit(parent: nn.Module) -> None:
@@ -147,6 +170,8 @@ def winograd_convs(module: nn.Module, min_channels: int = 128) -> int:
                 replaced += 1
             else:
                 visit(child)
+        if isinstance(parent, nn.Sequential):
+            _stack_runs(parent)
 
     visit(module)
     return replaced

@@ -1,7 +1,8 @@
 """WinogradConv2d (NNPACK's Winograd 3x3 convolution): the same function as the convolution it
 replaces up to float32 rounding, in both memory formats, scripted and in a fresh process (where
 NNPACK starts uninitialised); the ordinary convolution wherever NNPACK does not apply; and the fast
-mode's rewrite picks exactly the convolutions outside the ResNet."""
+mode's rewrite picks exactly the convolutions outside the ResNet; a stack of them over many small
+maps, computed on one canvas, gives each map's own result."""
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrcnn_plugin.layers import Conv2d, WinogradConv2d, winograd_supported
+from mrcnn_plugin.layers import Conv2d, WinogradConv2d, WinogradConvStack, winograd_supported
 from mrcnn_plugin.modeling import build_model
 from mrcnn_plugin.modeling.fast_inference import prepare_for_inference, winograd_convs
 from tiny_models import synthetic_image, tiny_cfg
@@ -107,7 +108,11 @@ def test_fast_mode_replaces_the_convolutions_after_the_resnet():
     assert winograd_convs(fast, min_channels=16) == 9
     replaced = {name for name, m in fast.named_modules() if isinstance(m, WinogradConv2d)}
     assert not any(name.startswith("backbone.bottom_up") for name in replaced)
-    assert {"proposal_generator.rpn_head.conv", "backbone.fpn_output2", "roi_heads.mask_head.mask_fcn4"} <= replaced
+    assert {"proposal_generator.rpn_head.conv", "backbone.fpn_output2"} <= replaced
+    # the mask head's four convolutions run as one stack on a canvas, in the first one's slot
+    head = fast.roi_heads.mask_head
+    assert isinstance(head.mask_fcn1, WinogradConvStack) and len(head.mask_fcn1.convs) == 4
+    assert all(isinstance(getattr(head, f"mask_fcn{k}"), nn.Identity) for k in (2, 3, 4))
     inputs = [{"image": synthetic_image(1)}]
     with torch.no_grad():
         expected = reference.inference(inputs)[0]
@@ -116,3 +121,48 @@ def test_fast_mode_replaces_the_convolutions_after_the_resnet():
             assert got["scores"].numel() > 0 and torch.equal(got["pred_classes"], expected["pred_classes"])
             torch.testing.assert_close(got["pred_boxes"], expected["pred_boxes"], atol=1e-3, rtol=0)
             torch.testing.assert_close(got["scores"], expected["scores"], atol=1e-4, rtol=0)
+
+
+def _stack(channels: int = 16, num_convs: int = 3, seed: int = 0) -> WinogradConvStack:
+    """convolutions with their ReLU as separate layers, as in the keypoint head"""
+    layers = []
+    for k in range(num_convs):
+        layers += [WinogradConv2d.from_conv(_conv(channels, seed=seed + k, relu=False)), nn.ReLU()]
+    return WinogradConvStack(layers)
+
+
+@needs_nnpack
+@pytest.mark.parametrize("num_maps, height, width", [(1, 14, 14), (16, 14, 14), (17, 14, 14), (7, 9, 13)])
+def test_stack_on_a_canvas_gives_each_maps_own_result(num_maps, height, width):
+    """Full and partial canvas grids, one map, non-square maps: every map's output is the one
+    its layers give it alone (a separator that leaked would be off by O(1) at map borders)."""
+    stack = _stack()
+    layers = [m for conv in stack.convs for m in (conv, nn.ReLU())]
+    g = torch.Generator().manual_seed(num_maps)
+    x = torch.randn(num_maps, 16, height, width, generator=g).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        got = stack(x)
+        expected = torch.stack([nn.Sequential(*layers)(x[i:i + 1].contiguous())[0] for i in range(num_maps)])
+    assert got.shape == expected.shape == (num_maps, 16, height, width)
+    assert _max_relative_error(got, expected) < 1e-4
+
+
+def test_stack_falls_back_to_its_layers():
+    """With gradients the layers run one after the other (the ordinary convolution): same values,
+    and gradients reach the input; the scripted stack gives the eager result."""
+    stack = _stack()
+    x = torch.randn(5, 16, 14, 14, requires_grad=True)
+    expected = nn.Sequential(*[m for conv in stack.convs for m in (conv, nn.ReLU())])(x)
+    got = stack(x)
+    torch.testing.assert_close(got, expected)
+    got.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.script(stack)(x), stack(x), atol=1e-5, rtol=1e-5)
+
+
+def test_stack_takes_only_winograd_convolutions_and_relus():
+    with pytest.raises(ValueError):
+        WinogradConvStack([nn.ReLU()])
+    with pytest.raises(ValueError):
+        WinogradConvStack([WinogradConv2d.from_conv(_conv()), nn.Conv2d(32, 32, 1)])

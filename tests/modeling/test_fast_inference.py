@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from golden_utils import build_golden_model, golden_match_rate, load_golden
-from mrcnn_plugin.layers import Conv2d, FrozenBatchNorm2d
+from mrcnn_plugin.layers import Conv2d, FrozenBatchNorm2d, WinogradConvStack
 from mrcnn_plugin.modeling import build_model
 from mrcnn_plugin.modeling.fast_inference import (Bf16Autocast, PooledLinear, enable_bf16, fold_batch_norms,
                                                   pooled_linears_as_convs, prepare_for_inference)
@@ -166,12 +166,16 @@ def test_bf16_wraps_the_matrix_stages_and_keeps_float32_outputs(tiny_model):
     assert torch.isfinite(out["pred_boxes"]).all() and out["pred_masks"].dtype == torch.bool
 
 
-def test_fast_golden_model_reproduces_the_reference(shared_dir):
-    """On the reference R50-FPN weights, the fast copy's final detections still match the reference
-    detectron2's on a golden photo (shared/golden/match.py, >= 98%)."""
-    model = build_golden_model(shared_dir, "mask_rcnn_R_50_FPN")
+@pytest.mark.parametrize("name", ["mask_rcnn_R_50_FPN", "keypoint_rcnn_R_50_FPN"])
+def test_fast_golden_model_reproduces_the_reference(shared_dir, name):
+    """On the reference R50-FPN weights, the fast copy's final detections (its mask or keypoint
+    head's convolutions on one Winograd canvas) still match the reference detectron2's on a golden
+    photo (shared/golden/match.py, >= 98%)."""
+    model = build_golden_model(shared_dir, name)
     fast = prepare_for_inference(model)
-    golden = load_golden(shared_dir, "mask_rcnn_R_50_FPN", "chelsea")
+    head = fast.roi_heads.mask_head if name.startswith("mask") else fast.roi_heads.keypoint_head
+    assert any(isinstance(m, WinogradConvStack) for m in head.modules())
+    golden = load_golden(shared_dir, name, "chelsea")
     h, w = golden["orig_hw"]
     inputs = [{"image": golden["image_bgr_chw_uint8"], "height": h, "width": w}]
     with torch.no_grad():
