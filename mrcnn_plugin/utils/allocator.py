@@ -10,9 +10,10 @@ for this project's fast mode, ~670k and ~1.4 s for torchvision's model.
 image instead: no page faults after the first image, at the cost of a resident
 size that stays at its high-water mark. glibc does not always fit a new block
 into a freed one of the same size (posix_memalign asks for a little more), so
-some allocation orders grow the heap; running the fast model over coco-mini's
-photos, the resident size settled (measured: ~2.0 GB against ~1.3 GB with the
-default, the process's weights and libraries included).
+some allocation orders grow the heap: running the fast model over coco-mini's
+79 val photos (sizes vary), the resident size rose in steps with the largest
+image seen, from 1.9 to 2.7 GB, against ~1.3 GB with the default malloc over 12
+photos (weights and libraries included).
 
 The same setting for a process started from a shell (the C++ program, a
 Python script) is the environment variable GLIBC_TUNABLES set to
