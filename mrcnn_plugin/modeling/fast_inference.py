@@ -136,20 +136,21 @@ def _stack_runs(parent: nn.Sequential) -> None:
     layers between them) by one WinogradConvStack in the run's first slot and Identity in the
     others, so that the Sequential's forward and its layer names stay as they were."""
     names = [name for name, _ in parent.named_children()]
+    layers = [getattr(parent, name) for name in names]
     start = 0
-    while start < len(names):
-        end = start
-        while end < len(names) and isinstance(getattr(parent, names[end]), (WinogradConv2d, nn.ReLU)):
-            end += 1
-        run = [getattr(parent, n) for n in names[start:end]]
-        while run and not isinstance(run[0], WinogradConv2d):
-            run.pop(0)
+    while start < len(layers):
+        if not isinstance(layers[start], WinogradConv2d):
             start += 1
+            continue
+        end = start + 1
+        while end < len(layers) and isinstance(layers[end], (WinogradConv2d, nn.ReLU)):
+            end += 1
+        run = layers[start:end]
         if sum(isinstance(m, WinogradConv2d) for m in run) >= 2:
             setattr(parent, names[start], WinogradConvStack(run))
             for name in names[start + 1:end]:
                 setattr(parent, name, nn.Identity())
-        start = max(end, start + 1)
+        start = end
 
 
 @torch.no_grad()

@@ -131,18 +131,23 @@ def _stack(channels: int = 16, num_convs: int = 3, seed: int = 0) -> WinogradCon
     return WinogradConvStack(layers)
 
 
+def _layers(stack: WinogradConvStack) -> nn.Sequential:
+    """the stack's convolutions and ReLUs, to run one after the other on each map"""
+    return nn.Sequential(*[m for conv in stack.convs for m in (conv, nn.ReLU())])
+
+
 @needs_nnpack
 @pytest.mark.parametrize("num_maps, height, width", [(1, 14, 14), (16, 14, 14), (17, 14, 14), (7, 9, 13)])
 def test_stack_on_a_canvas_gives_each_maps_own_result(num_maps, height, width):
     """Full and partial canvas grids, one map, non-square maps: every map's output is the one
     its layers give it alone (a separator that leaked would be off by O(1) at map borders)."""
     stack = _stack()
-    layers = [m for conv in stack.convs for m in (conv, nn.ReLU())]
+    layers = _layers(stack)
     g = torch.Generator().manual_seed(num_maps)
     x = torch.randn(num_maps, 16, height, width, generator=g).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
         got = stack(x)
-        expected = torch.stack([nn.Sequential(*layers)(x[i:i + 1].contiguous())[0] for i in range(num_maps)])
+        expected = torch.stack([layers(x[i:i + 1].contiguous())[0] for i in range(num_maps)])
     assert got.shape == expected.shape == (num_maps, 16, height, width)
     assert _max_relative_error(got, expected) < 1e-4
 
@@ -152,7 +157,7 @@ def test_stack_falls_back_to_its_layers():
     and gradients reach the input; the scripted stack gives the eager result."""
     stack = _stack()
     x = torch.randn(5, 16, 14, 14, requires_grad=True)
-    expected = nn.Sequential(*[m for conv in stack.convs for m in (conv, nn.ReLU())])(x)
+    expected = _layers(stack)(x)
     got = stack(x)
     torch.testing.assert_close(got, expected)
     got.sum().backward()
