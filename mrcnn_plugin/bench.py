@@ -445,7 +445,10 @@ def run(args: argparse.Namespace) -> Dict:
     image = _load_image(image_file)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    report: Dict = {"threads": args.threads, "device": device, "image": image_file.name,
+    from .utils.cpu import bf16_native, cpu_name, isa_flags
+
+    report: Dict = {"cpu": cpu_name(), "isa_flags": isa_flags(), "torch": torch.__version__,
+                    "threads": args.threads, "device": device, "image": image_file.name,
                     "allocator": "keeps freed memory" if args.keep_freed_memory else "default",
                     "image_size": [int(image.shape[1]), int(image.shape[2])], "rounds": args.rounds}
     report["matmul_peak_gflops"] = {"fp32": matmul_peak_gflops(torch.float32, device=device),
@@ -454,6 +457,10 @@ def run(args: argparse.Namespace) -> Dict:
     report["network_input_size"] = list(input_size)
     report["gflop_per_image"] = flops / 1e9
     names = [n for n in INFERENCE_CANDIDATES if n not in set(args.skip)]
+    if "ours fast bf16" in names and not bf16_native(device):
+        # prepare_for_inference would run float32 (and warn): the row would repeat fast fp32.
+        print(f"[bench] skipping ours fast bf16: {report['cpu']} has no native bfloat16 (AVX512-BF16 or AMX)")
+        names.remove("ours fast bf16")
     with tempfile.TemporaryDirectory() as tmp:
         candidates = _candidates(names, shared, image, Path(tmp), Path(args.cpp) if args.cpp else None,
                                  args.threads, device)
@@ -490,7 +497,9 @@ def _write(report: Dict, input_size: Tuple[int, int], args: argparse.Namespace, 
     rows = report["inference"]
     header = ["candidate", "median s", "vs torchvision", "GFLOP/s", "% of matmul peak", "peak memory MiB"]
     where = f"{args.threads} threads" if report["device"] == "cpu" else f"device {report['device']}"
-    md = [f"Input {report['image']} {report['image_size'][1]}x{report['image_size'][0]} -> network "
+    md = [f"CPU {report['cpu']} (ISA flags: {' '.join(report['isa_flags']) or 'none of note'}), "
+          f"torch {report['torch']}.",
+          f"Input {report['image']} {report['image_size'][1]}x{report['image_size'][0]} -> network "
           f"{input_size[1]}x{input_size[0]}, {report['gflop_per_image']:.0f} GFLOP per image (fvcore x2), "
           f"{where}, {args.rounds} interleaved rounds after {args.warmup} warm-up, "
           f"malloc {'keeping freed memory (--keep-freed-memory)' if args.keep_freed_memory else 'as by default'}.",

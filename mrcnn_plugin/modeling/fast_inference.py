@@ -27,6 +27,7 @@ checkpoint (its state_dict changes: norms disappear, convolutions gain biases),
 so `prepare_for_inference` applies them to a copy.
 """
 import copy
+import warnings
 from typing import Any, List, Tuple
 
 import torch
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..layers import Conv2d, FrozenBatchNorm2d, WinogradConv2d, WinogradConvStack, winograd_supported
+from ..utils import cpu as _cpu
 from .backbone.resnet import BasicBlock, BasicStem, BottleneckBlock, ResNet
 
 __all__ = ["fold_batch_norms", "prepare_for_inference", "enable_bf16", "Bf16Autocast", "PooledLinear",
@@ -188,7 +190,12 @@ def prepare_for_inference(model: nn.Module, channels_last: bool = True, bf16: bo
     (tests/modeling/test_fast_inference.py); `model` itself is untouched.
     bf16=True also runs the convolution stages in bfloat16 (enable_bf16): faster
     on CPUs with AMX / AVX512-BF16 and on GPUs, not bit-faithful, eager only.
+    Where bfloat16 is not native (`utils.cpu.bf16_native`) it would be emulated,
+    several times slower than float32: bf16=True then warns once and runs float32.
     """
+    if bf16 and not _cpu.bf16_native(_model_device(model)):
+        _warn_bf16_not_native()
+        bf16 = False
     fast = copy.deepcopy(model).eval()
     fold_batch_norms(fast)
     for p in fast.parameters():
@@ -206,6 +213,23 @@ def prepare_for_inference(model: nn.Module, channels_last: bool = True, bf16: bo
     if bf16:
         enable_bf16(fast)
     return fast
+
+
+def _model_device(model: nn.Module) -> str:
+    param = next(model.parameters(), None)
+    return "cpu" if param is None else param.device.type
+
+
+_warned_bf16 = False
+
+
+def _warn_bf16_not_native() -> None:
+    """One warning per process: bf16 was asked for on a CPU that would only emulate it."""
+    global _warned_bf16
+    if not _warned_bf16:
+        _warned_bf16 = True
+        warnings.warn(f"bf16 requested, but {_cpu.cpu_name()} has no native bfloat16 (AVX512-BF16 or AMX): "
+                      "running float32 instead", RuntimeWarning, stacklevel=3)
 
 
 def _to_float(value: Any) -> Any:

@@ -7,7 +7,7 @@ from torch import nn
 
 from golden_utils import build_golden_model, golden_match_rate, load_golden
 from mrcnn_plugin.layers import Conv2d, FrozenBatchNorm2d, WinogradConvStack
-from mrcnn_plugin.modeling import build_model
+from mrcnn_plugin.modeling import build_model, fast_inference
 from mrcnn_plugin.modeling.fast_inference import (Bf16Autocast, PooledLinear, enable_bf16, fold_batch_norms,
                                                   pooled_linears_as_convs, prepare_for_inference)
 from mrcnn_plugin.modeling.roi_heads import FastRCNNConvFCHead
@@ -154,9 +154,10 @@ def test_demo_predictor_runs_the_fast_mode_by_default(tiny_model, monkeypatch):
     np.testing.assert_allclose(fast["boxes"], plain["boxes"], atol=1e-3)
 
 
-def test_bf16_wraps_the_matrix_stages_and_keeps_float32_outputs(tiny_model):
-    """enable_bf16 wraps the backbone, RPN head and box / mask heads; boxes, scores and masks come
-    out in float32 and finite."""
+def test_bf16_wraps_the_matrix_stages_and_keeps_float32_outputs(tiny_model, monkeypatch):
+    """Where bf16 is native (faked here), enable_bf16 wraps the backbone, RPN head and box / mask
+    heads; boxes, scores and masks come out in float32 and finite."""
+    monkeypatch.setattr(fast_inference._cpu, "bf16_native", lambda device="cpu": True)
     fast = prepare_for_inference(tiny_model, bf16=True)
     assert isinstance(fast.backbone, Bf16Autocast) and isinstance(fast.roi_heads.box_head, Bf16Autocast)
     assert enable_bf16(fast) == []  # idempotent
@@ -181,3 +182,21 @@ def test_fast_golden_model_reproduces_the_reference(shared_dir, name):
     with torch.no_grad():
         out = fast.inference(inputs)[0]
     assert golden_match_rate(shared_dir, golden["final"], out) >= 0.98
+
+
+def test_bf16_without_native_support_warns_once_and_runs_float32(tiny_model, monkeypatch):
+    """On a CPU without native bfloat16 (faked), bf16=True warns once per process and gives the
+    float32 model: no stage wrapped, float32 weights, the fp32 fast model's detections exactly."""
+    monkeypatch.setattr(fast_inference._cpu, "bf16_native", lambda device="cpu": False)
+    monkeypatch.setattr(fast_inference, "_warned_bf16", False)
+    with pytest.warns(RuntimeWarning, match="no native bfloat16") as record:
+        fast = prepare_for_inference(tiny_model, bf16=True)
+        prepare_for_inference(tiny_model, bf16=True)
+    assert len([w for w in record if "bfloat16" in str(w.message)]) == 1
+    assert not any(isinstance(m, Bf16Autocast) for m in fast.modules())
+    assert all(p.dtype == torch.float32 for p in fast.parameters())
+    fp32 = prepare_for_inference(tiny_model)
+    with torch.no_grad():
+        got = fast.inference([{"image": synthetic_image(1)}])[0]
+        want = fp32.inference([{"image": synthetic_image(1)}])[0]
+    assert torch.equal(got["pred_boxes"], want["pred_boxes"]) and torch.equal(got["scores"], want["scores"])

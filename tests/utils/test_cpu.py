@@ -1,0 +1,37 @@
+"""utils/cpu.py: the CPU's name, its ISA flags and whether bfloat16 is native, read from
+/proc/cpuinfo (faked here with the lines of an AVX2-only and an AMX CPU)."""
+import pytest
+
+from mrcnn_plugin.utils import cpu
+
+_ZEN3 = "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n"
+_SAPPHIRE = "model name\t: Intel(R) Xeon(R) Platinum 8481C\nflags\t\t: avx avx2 fma avx512f avx512bw " \
+            "avx512vl avx512_vnni avx512_bf16 amx_tile amx_bf16 amx_int8\n"
+
+
+@pytest.fixture
+def fake_cpuinfo(monkeypatch):
+    def use(text):
+        monkeypatch.setattr(cpu, "_cpuinfo", lambda: text)
+    return use
+
+
+def test_avx2_only_cpu_has_no_native_bf16(fake_cpuinfo):
+    """An AVX2-only EPYC: named, its vector flags listed in order, bfloat16 not native on CPU but
+    native on a CUDA device."""
+    fake_cpuinfo(_ZEN3)
+    assert cpu.cpu_name() == "AMD EPYC 7B13"
+    assert cpu.isa_flags() == ["avx", "avx2", "fma"]
+    assert not cpu.bf16_native("cpu")
+    assert cpu.bf16_native("cuda")
+
+
+def test_amx_cpu_has_native_bf16(fake_cpuinfo):
+    fake_cpuinfo(_SAPPHIRE)
+    assert "amx_bf16" in cpu.isa_flags() and cpu.bf16_native("cpu")
+
+
+def test_this_machine_is_described():
+    """On the machine running the tests: a non-empty name and flags drawn from the known list."""
+    assert cpu.cpu_name()
+    assert set(cpu.isa_flags()) <= set(cpu._ISA_FLAGS)
