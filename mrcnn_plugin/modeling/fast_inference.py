@@ -28,7 +28,7 @@ so `prepare_for_inference` applies them to a copy.
 """
 import copy
 import warnings
-from typing import Any, List, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -180,7 +180,7 @@ def winograd_convs(module: nn.Module, min_channels: int = 128) -> int:
     return replaced
 
 
-def prepare_for_inference(model: nn.Module, channels_last: bool = True, bf16: bool = False,
+def prepare_for_inference(model: nn.Module, channels_last: Optional[bool] = None, bf16: bool = False,
                           winograd: bool = True) -> nn.Module:
     """A copy of `model` in eval mode with its norms folded and, if asked, channels-last weights
     (and then the box head's first fully connected layer as a convolution, `PooledLinear`) and
@@ -190,20 +190,29 @@ def prepare_for_inference(model: nn.Module, channels_last: bool = True, bf16: bo
     (tests/modeling/test_fast_inference.py); `model` itself is untouched.
     bf16=True also runs the convolution stages in bfloat16 (enable_bf16): faster
     on CPUs with AMX / AVX512-BF16 and on GPUs, not bit-faithful, eager only.
+    channels_last=None (default) chooses by the CPU (`utils.cpu.channels_last_pays`): on
+    an AVX2-only CPU channels-last weights and PooledLinear were measured slower (R50-FPN
+    on AMD EPYC Zen 3, 2 threads: 3.83 s with them against 2.55 s without, both with
+    Winograd; PooledLinear alone 1.84 s against the Linear's 0.20 s), on AVX-512 CPUs faster.
     Where bfloat16 is not native (`utils.cpu.bf16_native`) it would be emulated,
     several times slower than float32: bf16=True then warns once and runs float32.
     """
     if bf16 and not _cpu.bf16_native(_model_device(model)):
         _warn_bf16_not_native()
         bf16 = False
+    if channels_last is None:
+        channels_last = _model_device(model) != "cpu" or _cpu.channels_last_pays()
     fast = copy.deepcopy(model).eval()
     fold_batch_norms(fast)
     for p in fast.parameters():
         p.requires_grad_(False)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for conv in fast.modules():
+        if isinstance(conv, nn.Conv2d) and conv.weight.dim() == 4:
+            # oneDNN runs a convolution channels-last when its weight or its input is: the layout
+            # of the weights decides the layout of every backbone map.
+            conv.weight.data = conv.weight.data.contiguous(memory_format=layout)
     if channels_last:
-        for conv in fast.modules():
-            if isinstance(conv, nn.Conv2d) and conv.weight.dim() == 4:
-                conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
         # The ROI features are channels-last only then, which is what makes the convolution pay.
         pooled_linears_as_convs(fast)
     if winograd and not bf16:

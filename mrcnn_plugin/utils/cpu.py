@@ -4,7 +4,7 @@ import functools
 from pathlib import Path
 from typing import List
 
-__all__ = ["cpu_name", "isa_flags", "bf16_native"]
+__all__ = ["cpu_name", "isa_flags", "bf16_native", "channels_last_pays"]
 
 # The flags (as /proc/cpuinfo spells them) that oneDNN's and ATen's kernel choice depends on.
 _ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
@@ -48,3 +48,14 @@ def bf16_native(device: str = "cpu") -> bool:
     if device.startswith("cuda"):
         return True
     return any(f in isa_flags() for f in _BF16_FLAGS)
+
+
+def channels_last_pays() -> bool:
+    """Whether the fast inference mode lays its convolutions out channels-last on this CPU: on
+    AVX-512 CPUs oneDNN's NHWC kernels and the box head's PooledLinear were measured faster (Zen 4,
+    Xeon), on an AVX2-only CPU (Zen 3) slower. A rule drawn from the CPUs measured so far, not a
+    measurement on this one; ATEN_CPU_CAPABILITY set below avx512 counts as AVX2."""
+    import os
+
+    capped = os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2")
+    return "avx512f" in isa_flags() and not capped

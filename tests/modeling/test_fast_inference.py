@@ -99,15 +99,17 @@ def tiny_model():
     return build_model(tiny_cfg()).eval()
 
 
-def test_prepare_for_inference_copies_and_matches(tiny_model):
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_prepare_for_inference_copies_and_matches(tiny_model, channels_last):
     """prepare_for_inference folds every backbone norm into a copy (the original keeps its state_dict
-    keys) and the copy's detections equal the original's up to float rounding."""
+    keys) and the copy's detections equal the original's up to float rounding, in either layout
+    (the box head's fc1 a PooledLinear only channels-last)."""
     keys = list(tiny_model.state_dict().keys())
     num_norms = sum(1 for m in tiny_model.modules() if isinstance(getattr(m, "norm", None), FrozenBatchNorm2d))
-    fast = prepare_for_inference(tiny_model)
+    fast = prepare_for_inference(tiny_model, channels_last=channels_last)
     assert list(tiny_model.state_dict().keys()) == keys
     assert num_norms > 0 and not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
-    assert isinstance(fast.roi_heads.box_head.fc1, PooledLinear)
+    assert isinstance(fast.roi_heads.box_head.fc1, PooledLinear if channels_last else nn.Linear)
     assert isinstance(tiny_model.roi_heads.box_head.fc1, nn.Linear)
     inputs = [{"image": synthetic_image(1)}]
     with torch.no_grad():
@@ -117,9 +119,10 @@ def test_prepare_for_inference_copies_and_matches(tiny_model):
     torch.testing.assert_close(b["scores"], a["scores"], atol=1e-4, rtol=0)
 
 
-def test_fast_model_scripts(tiny_model):
-    """The fast copy scripts (the export uses it) and the scripted copy equals it."""
-    fast = prepare_for_inference(tiny_model)
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fast_model_scripts(tiny_model, channels_last):
+    """The fast copy scripts (the export uses it) in either layout and the scripted copy equals it."""
+    fast = prepare_for_inference(tiny_model, channels_last=channels_last)
     scripted = torch.jit.script(fast)
     inputs = [{"image": synthetic_image(2)}]
     with torch.no_grad():
@@ -167,15 +170,21 @@ def test_bf16_wraps_the_matrix_stages_and_keeps_float32_outputs(tiny_model, monk
     assert torch.isfinite(out["pred_boxes"]).all() and out["pred_masks"].dtype == torch.bool
 
 
-@pytest.mark.parametrize("name", ["mask_rcnn_R_50_FPN", "keypoint_rcnn_R_50_FPN"])
-def test_fast_golden_model_reproduces_the_reference(shared_dir, name):
+@pytest.mark.parametrize("name,channels_last", [("mask_rcnn_R_50_FPN", True), ("mask_rcnn_R_50_FPN", False),
+                                               ("keypoint_rcnn_R_50_FPN", None)])
+def test_fast_golden_model_reproduces_the_reference(shared_dir, name, channels_last):
     """On the reference R50-FPN weights, the fast copy's final detections (its mask or keypoint
     head's convolutions on one Winograd canvas) still match the reference detectron2's on a golden
-    photo (shared/golden/match.py, >= 98%)."""
+    photo (shared/golden/match.py, >= 98%), in both layouts the CPU rule can choose (channels-last
+    with PooledLinear, NCHW without) and with the rule's choice on this machine."""
     model = build_golden_model(shared_dir, name)
-    fast = prepare_for_inference(model)
+    fast = prepare_for_inference(model, channels_last=channels_last)
     head = fast.roi_heads.mask_head if name.startswith("mask") else fast.roi_heads.keypoint_head
     assert any(isinstance(m, WinogradConvStack) for m in head.modules())
+    if channels_last is not None:
+        assert isinstance(fast.roi_heads.box_head.fc1, PooledLinear) == channels_last
+        weight = fast.backbone.bottom_up.res2[0].conv2.weight  # a 3x3: the two layouts differ
+        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
     golden = load_golden(shared_dir, name, "chelsea")
     h, w = golden["orig_hw"]
     inputs = [{"image": golden["image_bgr_chw_uint8"], "height": h, "width": w}]

@@ -35,3 +35,14 @@ def test_this_machine_is_described():
     """On the machine running the tests: a non-empty name and flags drawn from the known list."""
     assert cpu.cpu_name()
     assert set(cpu.isa_flags()) <= set(cpu._ISA_FLAGS)
+
+
+def test_channels_last_rule_follows_avx512_and_the_aten_cap(fake_cpuinfo, monkeypatch):
+    """Channels-last is chosen on an AVX-512 CPU, not on an AVX2-only one, nor under an AVX2 cap."""
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    fake_cpuinfo(_ZEN3)
+    assert not cpu.channels_last_pays()
+    fake_cpuinfo(_SAPPHIRE)
+    assert cpu.channels_last_pays()
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    assert not cpu.channels_last_pays()
