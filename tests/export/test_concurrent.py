@@ -3,8 +3,9 @@ threads running it at the same time on four different images get exactly (bitwis
 that one thread gets calling it on the same images one after another, whether the module is
 fresh (its first calls, when TorchScript profiles and optimizes the graph) or warm.
 
-The model is a small random Mask R-CNN (ResNet-18 FPN, seeded weights, one class so that its
-random scores pass the 0.05 threshold), exported with export_model as `mrcnn export` does.
+The model is conftest's tiny_model_ts: a small random Mask R-CNN (ResNet-18 FPN, seeded
+weights, one class so that its random scores pass the 0.05 threshold), exported with
+export_model as `mrcnn export` does.
 """
 import threading
 import time
@@ -13,9 +14,7 @@ from typing import Dict, List
 import pytest
 import torch
 
-from mrcnn_plugin.config import get_cfg
-from mrcnn_plugin.export import export_model, load_exported
-from mrcnn_plugin.modeling import build_model
+from mrcnn_plugin.export import load_exported
 
 NUM_THREADS = 4
 ROUNDS = 3
@@ -29,22 +28,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-@pytest.fixture(scope="module")
-def exported_path(tmp_path_factory):
-    cfg = get_cfg()
-    cfg.merge_from_file("configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
-    cfg.merge_from_list([
-        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", 18,
-        "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", 32,
-        "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_MASK_HEAD.CONV_DIM", 16, "MODEL.ROI_HEADS.NUM_CLASSES", 1,
-        "MODEL.RPN.PRE_NMS_TOPK_TEST", 200, "MODEL.RPN.POST_NMS_TOPK_TEST", 100,
-        "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 224, "TEST.DETECTIONS_PER_IMAGE", 10,
-    ])
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
-    return export_model(cfg, str(tmp_path_factory.mktemp("export_concurrent")), model=model)
 
 
 def _images() -> List[torch.Tensor]:
@@ -94,13 +77,13 @@ def _assert_identical(got: Dict[str, torch.Tensor], expected: Dict[str, torch.Te
         assert got[key].dtype == expected[key].dtype and torch.equal(got[key], expected[key]), f"{what}: {key}"
 
 
-def test_four_threads_at_once_equal_one_thread(exported_path):
+def test_four_threads_at_once_equal_one_thread(tiny_model_ts):
     """One module loaded for the reference (one thread, images one after another, twice: the same
     both times) and another loaded fresh and called at once from 4 threads, 3 times each; the
     threads' calls overlap in time, and every output tensor (boxes, scores, classes, masks) equals
     the reference bitwise, for each of the 4 images and each round."""
     images = _images()
-    reference_module, _ = load_exported(str(exported_path))
+    reference_module, _ = load_exported(str(tiny_model_ts))
     reference = _run_sequentially(reference_module, images)
     again = _run_sequentially(reference_module, images)
     for i, (a, b) in enumerate(zip(again, reference)):
@@ -108,7 +91,7 @@ def test_four_threads_at_once_equal_one_thread(exported_path):
     assert all(len(r["scores"]) > 0 for r in reference)   # something to compare
     assert all(tuple(r["masks"].shape[1:]) == tuple(image.shape[1:]) for r, image in zip(reference, images))
 
-    fresh, _ = load_exported(str(exported_path))
+    fresh, _ = load_exported(str(tiny_model_ts))
     outputs, spans = _run_concurrently(fresh, images, ROUNDS)
     assert max(s for s, _ in spans) < min(e for _, e in spans), f"the threads did not overlap: {spans}"
     for i, per_thread in enumerate(outputs):

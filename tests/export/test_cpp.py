@@ -17,16 +17,13 @@ from mrcnn_plugin.export import ExportableDetector, export_model
 from mrcnn_plugin.modeling.fast_inference import prepare_for_inference
 
 REPO = Path(__file__).resolve().parents[2]
-BINARY = REPO / "build" / "cpp" / "mrcnn_infer"
 NUM_IMAGES = 3
 
 
 @pytest.fixture(scope="module")
-def binary():
-    """Builds the program with scripts/build_cpp.sh (installs OpenCV's dev packages when missing)."""
-    subprocess.run(["bash", str(REPO / "scripts" / "build_cpp.sh")], check=True, cwd=REPO)
-    assert BINARY.exists()
-    return BINARY
+def binary(cpp_build):
+    """mrcnn_infer, built by scripts/build_cpp.sh (conftest's cpp_build)."""
+    return cpp_build / "mrcnn_infer"
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +36,11 @@ def _bgr(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1)))
 
 
-@pytest.mark.parametrize("name", ["mask_rcnn_R_50_FPN", "keypoint_rcnn_R_50_FPN"])
-def test_cpp_json_equals_python_eager(name, binary, coco_images, shared_dir, tmp_path):
+@pytest.mark.parametrize("name,batch", [("mask_rcnn_R_50_FPN", 1), ("keypoint_rcnn_R_50_FPN", NUM_IMAGES)])
+def test_cpp_json_equals_python_eager(name, batch, binary, coco_images, shared_dir, tmp_path):
     """C++ detections equal Python eager ones (the same fast inference mode): boxes within 0.05 px, same classes, scores
-    within 1e-4, mask IoU > 0.99, keypoints within 0.05 px."""
+    within 1e-4, mask IoU > 0.99, keypoints within 0.05 px; with --batch 3 (the keypoint case) the three photos of
+    different sizes go through one forward call and still equal the one-by-one Python results."""
     torch.set_num_threads(2)
     model = build_golden_model(shared_dir, name)
     cfg = get_cfg()
@@ -50,7 +48,7 @@ def test_cpp_json_equals_python_eager(name, binary, coco_images, shared_dir, tmp
     cfg.MODEL.DEVICE = "cpu"
     ts = export_model(cfg, str(tmp_path / "export"), model=model)
     out_json, vis = tmp_path / "out.json", tmp_path / "vis"
-    run = subprocess.run([str(binary), "--model", str(ts), "--threads", "2", "--json", str(out_json),
+    run = subprocess.run([str(binary), "--model", str(ts), "--threads", "2", "--batch", str(batch), "--json", str(out_json),
                           "--vis", str(vis)] + [str(p) for p in coco_images],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
@@ -87,7 +85,7 @@ def test_cpp_json_equals_python_eager(name, binary, coco_images, shared_dir, tmp
     assert compared > 0, "no detections were compared"
 
 
-def test_cpp_errors_are_one_line_with_nonzero_exit(binary, coco_images, tmp_path):
+def test_cpp_errors_are_one_line_with_nonzero_exit(binary, coco_images, tiny_model_ts, tmp_path):
     """Missing model, a file that is not a model, an unreadable image and a CUDA request on a
     machine without a GPU: one error line each, a distinct non-zero exit, no crash."""
     text_model = tmp_path / "model.ts"
@@ -102,13 +100,11 @@ def test_cpp_errors_are_one_line_with_nonzero_exit(binary, coco_images, tmp_path
         run = subprocess.run([str(binary)] + args, capture_output=True, text=True, timeout=120)
         assert run.returncode == code and message in run.stderr, (args, run.returncode, run.stderr)
         assert run.stderr.strip().count("\n") <= 1
-    # The image and device cases need a real model: a tiny one exports quickly.
-    cfg = get_cfg()
-    cfg.merge_from_file(str(REPO / "configs" / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_1x.yaml"))
-    cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.DEPTH", 18, "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
-                         "MODEL.FPN.OUT_CHANNELS", 32, "MODEL.ROI_BOX_HEAD.FC_DIM", 64,
-                         "MODEL.ROI_MASK_HEAD.CONV_DIM", 32, "INPUT.MIN_SIZE_TEST", 128, "MODEL.WEIGHTS", ""])
-    ts = export_model(cfg, str(tmp_path / "tiny"))
+    # The image and device cases need a real model: conftest's tiny one.
+    ts = tiny_model_ts
+    run = subprocess.run([str(binary), "--model", str(ts), "--batch", "0", str(coco_images[0])], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.startswith("error: --batch needs an integer >= 1, got 0"), run.stderr
     run = subprocess.run([str(binary), "--model", str(ts), str(bad_image)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 3 and "cannot read image" in run.stderr and str(bad_image) in run.stderr
     if not torch.cuda.is_available():

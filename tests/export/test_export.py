@@ -125,3 +125,25 @@ def _assert_close_detections(a: dict, b: dict) -> None:
     inter = (a["masks"].bool() & b["masks"].bool()).flatten(1).sum(1).double()
     union = (a["masks"].bool() | b["masks"].bool()).flatten(1).sum(1).double().clamp(min=1)
     assert (inter / union).min() > 0.99
+
+
+def test_batch_results_do_not_depend_on_the_batch(tiny_model_ts):
+    """The exported model's default (pad_batch False) gives each image of a mixed-size batch
+    exactly what a call on that image alone gives; pad_batch True (detectron2's padded batch,
+    set by a loader with setattr) runs the same batch in one padded tensor."""
+    from mrcnn_plugin.export import load_exported
+
+    module, _ = load_exported(str(tiny_model_ts))
+    g = torch.Generator().manual_seed(1)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in [(90, 120), (130, 80)]]
+    assert module.pad_batch is False
+    with torch.no_grad():
+        batch = module(images)
+        singles = [module([image])[0] for image in images]
+        for got, expected in zip(batch, singles):
+            assert expected["scores"].numel() > 0
+            for key in expected:
+                assert torch.equal(got[key], expected[key]), key
+        module.pad_batch = True
+        padded = module(images)
+    assert [tuple(r["masks"].shape[1:]) for r in padded] == [(90, 120), (130, 80)]
