@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -266,9 +265,9 @@ def _memory_child(name: str, shared: str, image_file: str, threads: int, device:
 
 
 def _load_image(path: Path) -> Tensor:
-    from .data.detection_utils import read_image
+    from .data.detection_utils import read_image_tensor
 
-    return torch.from_numpy(np.ascontiguousarray(read_image(str(path), format="BGR").transpose(2, 0, 1)))
+    return read_image_tensor(str(path), format="BGR")
 
 
 def _network_flops(shared: Path, image_bgr: Tensor) -> Tuple[float, Tuple[int, int], Dict[str, float]]:

@@ -12,8 +12,10 @@
                   [--remap-classes coco-to-cityscapes] IN OUT
         converts a checkpoint to this package's (detectron2's) parameter names (.pth or .pkl by OUT);
         --remap-classes also keeps only the class rows a new label set needs (fine-tuning init)
-    mrcnn export --config-file F --output DIR [--method scripting|tracing] [--no-fast] [KEY VALUE ...]
-        writes DIR/model.ts (TorchScript, preprocessing and postprocessing inside) and DIR/model.json
+    mrcnn export --config-file F --output DIR [--method scripting|tracing] [--no-fast]
+                 [--triton REPO [--triton-name NAME] [--triton-device cpu|cuda] [--triton-instances N]] [KEY VALUE ...]
+        writes DIR/model.ts (TorchScript, preprocessing and postprocessing inside) and DIR/model.json;
+        --triton also writes a Triton model repository REPO/NAME/{config.pbtxt,1/model.pt}
     mrcnn bench [--threads N] [--device cpu|cuda] [--rounds R] [--skip CANDIDATE ...] [--skip-training] [--output DIR]
         latency, GFLOP/s and memory against torchvision's Mask R-CNN, interleaved in one run
 """
@@ -60,6 +62,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     cfg.MODEL.DEVICE = "cpu"
     path = export_model(cfg, args.output, method=args.method, fast=not args.no_fast)
     print(f"wrote {path} and {path.parent / 'model.json'}")
+    if args.triton:
+        from .export.triton import write_triton_repository
+
+        folder = write_triton_repository(str(path), args.triton, name=args.triton_name, device=args.triton_device,
+                                         instances=args.triton_instances)
+        print(f"wrote the Triton model repository {args.triton} (model {folder.name}: config.pbtxt, 1/model.pt)")
     return 0
 
 
@@ -85,6 +93,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     run(args)
     return 0
+
+
+def _folder_name(value: str) -> str:
+    """argparse type of a name that becomes one folder (no separators, not hidden)."""
+    if not value or "/" in value or "\\" in value or value.startswith("."):
+        raise argparse.ArgumentTypeError(f"must be a plain folder name, got {value!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--no-fast", action="store_true",
                         help="export the network as built: no batch norms folded into convolutions, "
                              "no channels-last weights (the fast mode changes results by float rounding only)")
+    export.add_argument("--triton", metavar="DIR", default=None,
+                        help="also write a Triton Inference Server model repository (PyTorch backend) in DIR")
+    export.add_argument("--triton-name", type=_folder_name, default="mrcnn",
+                        help="the model's name in the repository (default mrcnn)")
+    export.add_argument("--triton-device", choices=["cpu", "cuda"], default="cpu",
+                        help="where Triton runs the model instances (default cpu)")
+    export.add_argument("--triton-instances", type=int, default=1, help="model instances Triton runs (default 1)")
     export.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     export.set_defaults(func=_cmd_export)
 

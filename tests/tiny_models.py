@@ -39,6 +39,21 @@ def tiny_cfg(overrides: Sequence = (), keypoints: bool = False, c4: bool = False
     return cfg
 
 
+def tiny_mask_cfg():
+    """A small random Mask R-CNN (ResNet-18 FPN, 128 px test size) with one class, so that its
+    random scores pass the 0.05 threshold and every image has detections to compare."""
+    cfg = get_cfg()
+    cfg.merge_from_file("configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
+    cfg.merge_from_list([
+        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", 18,
+        "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", 32,
+        "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_MASK_HEAD.CONV_DIM", 16, "MODEL.ROI_HEADS.NUM_CLASSES", 1,
+        "MODEL.RPN.PRE_NMS_TOPK_TEST", 200, "MODEL.RPN.POST_NMS_TOPK_TEST", 100,
+        "INPUT.MIN_SIZE_TEST", 128, "INPUT.MAX_SIZE_TEST", 224, "TEST.DETECTIONS_PER_IMAGE", 10,
+    ])
+    return cfg
+
+
 def synthetic_image(seed: int = 0) -> torch.Tensor:
     """A smooth random BGR uint8 image Tensor[3, 96, 128] (low-frequency noise, so that
     features vary slowly as in a photo)."""

@@ -20,7 +20,7 @@ from .box_mode import BoxMode
 from .catalog import MetadataCatalog, check_metadata_consistency
 from .transforms import Augmentation, RandomCrop, RandomFlip, ResizeShortestEdge
 
-__all__ = ["ImageReadError", "SizeMismatchError", "read_image", "check_image_size",
+__all__ = ["ImageReadError", "SizeMismatchError", "read_image", "read_image_tensor", "check_image_size",
            "transform_instance_annotations", "transform_keypoint_annotations", "annotations_to_instances",
            "filter_empty_instances", "create_keypoint_hflip_indices", "build_augmentation"]
 
@@ -98,6 +98,11 @@ def read_image(file_name: str, format: str = "BGR") -> np.ndarray:
     if format == "BGR":
         array = array[:, :, ::-1]
     return np.ascontiguousarray(array)
+
+
+def read_image_tensor(file_name: str, format: str = "BGR") -> torch.Tensor:
+    """read_image as the exported model takes it: uint8 Tensor[3, H, W] in `format` order."""
+    return torch.from_numpy(np.ascontiguousarray(read_image(file_name, format).transpose(2, 0, 1)))
 
 
 def check_image_size(record: Dict[str, Any], image: np.ndarray) -> None:

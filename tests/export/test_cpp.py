@@ -5,14 +5,13 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import pycocotools.mask as mask_util
 import pytest
 import torch
-from PIL import Image
 
 from golden_utils import GOLDEN_CONFIGS, build_golden_model
 from mrcnn_plugin.config import get_cfg
+from mrcnn_plugin.data.detection_utils import read_image_tensor
 from mrcnn_plugin.export import ExportableDetector, export_model
 from mrcnn_plugin.modeling.fast_inference import prepare_for_inference
 
@@ -30,10 +29,6 @@ def binary(cpp_build):
 def coco_images(shared_dir):
     return sorted((shared_dir / "data" / "coco-mini" / "val2017").glob("*.jpg"))[:NUM_IMAGES]
 
-
-def _bgr(path: Path) -> torch.Tensor:
-    rgb = np.asarray(Image.open(path).convert("RGB"))
-    return torch.from_numpy(np.ascontiguousarray(rgb[:, :, ::-1].transpose(2, 0, 1)))
 
 
 @pytest.mark.parametrize("name,batch", [("mask_rcnn_R_50_FPN", 1), ("keypoint_rcnn_R_50_FPN", NUM_IMAGES)])
@@ -62,7 +57,7 @@ def test_cpp_json_equals_python_eager(name, batch, binary, coco_images, shared_d
     compared = 0
     for path, result in zip(coco_images, results):
         with torch.no_grad():
-            expected = eager([_bgr(path)])[0]
+            expected = eager([read_image_tensor(str(path))])[0]
         dets = result["detections"]
         assert len(dets) == expected["boxes"].shape[0]
         if not dets:

@@ -4,7 +4,6 @@ original photos and runs in a fresh process without mrcnn_plugin or torchvision.
 import json
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest

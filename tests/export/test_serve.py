@@ -5,7 +5,6 @@ counts what was sent; SIGTERM under load lets every accepted request finish, exi
 import http.client
 import io
 import json
-import re
 import signal
 import socket
 import subprocess
