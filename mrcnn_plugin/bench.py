@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from .utils.allocator import GLIBC_TUNABLES_KEEP_FREED_MEMORY, keep_freed_memory
 
-__all__ = ["main", "matmul_peak_gflops"]
+__all__ = ["main", "matmul_peak_gflops", "golden_cfg", "golden_model"]
 
 _REPO = Path(__file__).resolve().parents[1]
 _DEFAULT_SHARED = _REPO.parent / "shared"
@@ -68,7 +68,7 @@ def _sync(device: str) -> None:
 # ----------------------------------------------------------------------------- models
 
 
-def _golden_cfg():
+def golden_cfg():
     from .config import get_cfg
 
     cfg = get_cfg()
@@ -83,7 +83,7 @@ def _config_path() -> Path:
     return _REPO / "configs" / "COCO-InstanceSegmentation" / "mask_rcnn_R_50_FPN_3x.yaml"
 
 
-def _golden_model(shared: Path, device: str = "cpu") -> nn.Module:
+def golden_model(shared: Path, device: str = "cpu") -> nn.Module:
     """This project's R50-FPN Mask R-CNN with the golden weights rule, eval mode, on `device`."""
     import importlib.util
 
@@ -95,7 +95,7 @@ def _golden_model(shared: Path, device: str = "cpu") -> nn.Module:
     spec = importlib.util.spec_from_file_location("golden_weights_rule", rule_file)
     rule = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rule)
-    model = build_model(_golden_cfg()).eval()
+    model = build_model(golden_cfg()).eval()
     model.load_state_dict(rule.fill_state_dict(model.state_dict()))
     return model.to(device)
 
@@ -131,11 +131,11 @@ def _candidates(names: List[str], shared: Path, image_bgr: Tensor, work_dir: Pat
     from .export.inference_module import ExportableDetector
     from .modeling.fast_inference import prepare_for_inference
 
-    cfg = _golden_cfg()
+    cfg = golden_cfg()
     min_size, max_size = cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST
     image_rgb01 = (image_bgr.flip(0).float() / 255.0).to(device)
     out: List[_Wrapped] = []
-    model = _golden_model(shared, device) if any(not n.startswith("torchvision") for n in names) else None
+    model = golden_model(shared, device) if any(not n.startswith("torchvision") for n in names) else None
 
     def ours(module: nn.Module) -> Callable[[], int]:
         def call() -> int:
@@ -276,10 +276,10 @@ def _network_flops(shared: Path, image_bgr: Tensor) -> Tuple[float, Tuple[int, i
     from .export.inference_module import resize_for_test
     from .modeling.complexity import count_flops
 
-    cfg = _golden_cfg()
+    cfg = golden_cfg()
     resized = resize_for_test(image_bgr, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     h, w = int(resized.shape[1]), int(resized.shape[2])
-    flops = count_flops(_golden_model(shared), h, w, modules=STAGES)
+    flops = count_flops(golden_model(shared), h, w, modules=STAGES)
     by_stage = {name: 2.0 * count for name, count in flops.by_module}
     by_stage["total"] = 2.0 * flops.total
     return 2.0 * flops.total, (h, w), by_stage
@@ -333,8 +333,8 @@ def _stage_rows(shared: Path, image_bgr: Tensor, stage_flops: Dict[str, float], 
     from .export.inference_module import ExportableDetector
     from .modeling.fast_inference import prepare_for_inference
 
-    cfg = _golden_cfg()
-    fast = prepare_for_inference(_golden_model(shared, device))
+    cfg = golden_cfg()
+    fast = prepare_for_inference(golden_model(shared, device))
     detector = ExportableDetector(fast, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST).to(device).eval()
     call = lambda: int(detector([image_bgr])[0]["scores"].shape[0])  # noqa: E731
     with torch.no_grad():
@@ -358,7 +358,7 @@ def _training_batches(shared: Path) -> Tuple[List[Dict], List[Tensor], List[Dict
     """Two annotated coco-mini photos: as this project's inputs, and as torchvision's (images, targets)."""
     from .data import DatasetCatalog, DatasetMapper
 
-    cfg = _golden_cfg()
+    cfg = golden_cfg()
     cfg.INPUT.MIN_SIZE_TRAIN = (800,)
     cfg.INPUT.RANDOM_FLIP = "none"
     cfg.INPUT.MASK_FORMAT = "bitmask"  # torchvision's targets are bitmasks
@@ -381,7 +381,7 @@ def _training_batches(shared: Path) -> Tuple[List[Dict], List[Tensor], List[Dict
 def _train_step_times(shared: Path, warmup: int, rounds: int, device: str = "cpu") -> Dict[str, List[float]]:
     from .modeling import build_model
 
-    cfg = _golden_cfg()
+    cfg = golden_cfg()
     ours_inputs, tv_images, tv_targets = _training_batches(shared)
     torch.manual_seed(0)
     ours = build_model(cfg).train().to(device)  # moves its inputs to its device itself

@@ -2,16 +2,12 @@
 on a free loopback port with conftest's tiny model. Concurrent clients get the Python model's
 detections; each bad input gets its status code and the service keeps answering; /metrics
 counts what was sent; SIGTERM under load lets every accepted request finish, exit 0."""
-import http.client
 import io
 import json
 import signal
-import socket
-import subprocess
 import threading
 import time
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -20,62 +16,10 @@ import torch
 from PIL import Image
 
 from mrcnn_plugin.export import load_exported
+from mrcnn_plugin.export.serve_client import ServeProcess, request
 
 NUM_PHOTOS = 3
 MAX_BODY_MB = 2
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def request(port: int, method: str, path: str, body: bytes = b"", content_type: str = "image/png", timeout=120):
-    """(status, headers, body) of one request on its own connection."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        headers = {"Content-Type": content_type} if method == "POST" else {}
-        conn.request(method, path, body=body if method == "POST" else None, headers=headers)
-        res = conn.getresponse()
-        return res.status, dict(res.getheaders()), res.read()
-    finally:
-        conn.close()
-
-
-class Service:
-    """A running mrcnn_serve process on a free port, ready (its /readyz answered 200)."""
-
-    def __init__(self, binary: Path, model: Path, *flags: str):
-        self.port = _free_port()
-        self.proc = subprocess.Popen([str(binary), "--model", str(model), "--port", str(self.port), "--threads", "1",
-                                      *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert self.proc.poll() is None, self.proc.stdout.read()
-            try:
-                if request(self.port, "GET", "/readyz", timeout=5)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.proc.kill()
-        pytest.fail("mrcnn_serve did not become ready in 180 s")
-
-    def metrics(self) -> dict:
-        status, _, body = request(self.port, "GET", "/metrics")
-        assert status == 200
-        values = {}
-        for line in body.decode().splitlines():
-            if line and not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                values[key] = float(value)
-        return values
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +50,7 @@ def expected(tiny_model_ts, photos):
 
 @pytest.fixture(scope="module")
 def service(cpp_build, tiny_model_ts):
-    s = Service(cpp_build / "mrcnn_serve", tiny_model_ts, "--max-batch", "4", "--max-wait-ms", "20", "--queue", "16",
+    s = ServeProcess(cpp_build / "mrcnn_serve", tiny_model_ts, "--threads", "1", "--max-batch", "4", "--max-wait-ms", "20", "--queue", "16",
                 "--max-body-mb", str(MAX_BODY_MB))
     yield s
     assert s.stop() == 0
@@ -216,7 +160,7 @@ def test_sigterm_under_load_finishes_accepted_requests(cpp_build, tiny_model_ts,
     request that was accepted is answered (200 with the right detections, or 503 once the
     service drains); the only other outcome is a refused connection after the socket closed;
     the process exits 0."""
-    s = Service(cpp_build / "mrcnn_serve", tiny_model_ts, "--max-batch", "2", "--max-wait-ms", "10")
+    s = ServeProcess(cpp_build / "mrcnn_serve", tiny_model_ts, "--threads", "1", "--max-batch", "2", "--max-wait-ms", "10")
     log = []  # (client, start, end, outcome)
     lock = threading.Lock()
     started = threading.Event()

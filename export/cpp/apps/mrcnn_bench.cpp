@@ -4,8 +4,11 @@
 // without HTTP, JSON or RLE.
 //
 //   mrcnn_bench --model model.ts [--device cpu] [--threads N] [--calls N] [--warmup N] IMAGE...
+//   mrcnn_bench --model model.ts ... --stdin IMAGE...
 //
 // Prints one JSON object: {"calls", "wall_s", "latencies_s": [...], "detections": [...]}.
+// With --stdin it warms up, prints "ready", then for each line K read from stdin runs image K
+// and prints {"seconds", "detections"}: a benchmark can interleave its calls with others.
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -27,12 +30,14 @@ struct Options {
   int threads = 0;
   int calls = 10;
   int warmup = 2;
+  bool from_stdin = false;
   std::vector<std::string> images;
 };
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::cerr << "mrcnn_bench: " << message << "\n"
-            << "usage: mrcnn_bench --model model.ts [--device cpu] [--threads N] [--calls N] [--warmup N] IMAGE...\n";
+            << "usage: mrcnn_bench --model model.ts [--device cpu] [--threads N] [--calls N | --stdin] [--warmup N] "
+               "IMAGE...\n";
   std::exit(2);
 }
 
@@ -56,6 +61,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--threads") opt.threads = parse_count(a, next(), 0);
     else if (a == "--calls") opt.calls = parse_count(a, next(), 1);
     else if (a == "--warmup") opt.warmup = parse_count(a, next(), 0);
+    else if (a == "--stdin") opt.from_stdin = true;
     else if (a.rfind("--", 0) == 0) usage_error("unknown option " + a);
     else opt.images.push_back(a);
   }
@@ -89,6 +95,18 @@ int main(int argc, char** argv) {
       return detector.detect(image, detect).detections.size();
     };
     for (int i = 0; i < opt.warmup; ++i) call(i);
+    if (opt.from_stdin) {
+      std::cout << "ready" << std::endl;
+      for (std::string line; std::getline(std::cin, line);) {
+        int k = parse_count("an image index", line, 0);
+        if (k >= static_cast<int>(files.size())) usage_error("image index " + line + " is out of range");
+        auto t0 = std::chrono::steady_clock::now();
+        size_t found = call(k);
+        double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        std::cout << nlohmann::json{{"seconds", seconds}, {"detections", found}} << std::endl;
+      }
+      return 0;
+    }
     nlohmann::json latencies = nlohmann::json::array(), detections = nlohmann::json::array();
     auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < opt.calls; ++i) {

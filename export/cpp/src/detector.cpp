@@ -168,12 +168,15 @@ Detector::Detector(const std::string& model_path, const DetectorOptions& options
     throw Error(Error::Kind::kModel, model_path + " always pads its batches (exported before pad_batch): re-export it");
   m.module.eval();
   m.module.to(m.device);
-  if (options.warmup) {
-    // The profiling executor specialises and optimises the graph over the first two calls.
-    cv::Mat noise(480, 640, CV_8UC3);
-    cv::RNG(0).fill(noise, cv::RNG::UNIFORM, 0, 256);
-    for (int i = 0; i < 2; ++i) m.run({noise}, {0.f, MaskFormat::kNone});
-  }
+  if (options.warmup) warm_up();
+}
+
+void Detector::warm_up() const {
+  // The profiling executor specialises and optimises the graph over the first two calls; the
+  // calling thread's OpenMP team is created on the first.
+  cv::Mat noise(480, 640, CV_8UC3);
+  cv::RNG(0).fill(noise, cv::RNG::UNIFORM, 0, 256);
+  for (int i = 0; i < 2; ++i) impl_->run({noise}, {0.f, MaskFormat::kNone});
 }
 
 Detector::~Detector() = default;

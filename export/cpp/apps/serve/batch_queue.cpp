@@ -1,13 +1,36 @@
 #include "batch_queue.hpp"
 
 #include <algorithm>
+#include <latch>
 
 namespace mrcnn::serve {
 
 BatchQueue::BatchQueue(const Detector& detector, Metrics& metrics, BatchOptions options)
     : detector_(detector), metrics_(metrics), options_(options) {
   options_.max_batch = std::max<size_t>(1, options_.max_batch);
-  for (int i = 0; i < std::max(1, options_.workers); ++i) workers_.emplace_back([this] { work(); });
+  // Each worker warms the model up on its own thread before the queue is ready: the warm-up
+  // creates that thread's OpenMP team, and no other thread runs the model (see detector.hpp).
+  // A failed warm-up stops the queue and is rethrown here.
+  const int workers = std::max(1, options_.workers);
+  std::latch warm(workers);
+  std::exception_ptr failure;
+  std::mutex failure_mutex;
+  for (int i = 0; i < workers; ++i)
+    workers_.emplace_back([this, &warm, &failure, &failure_mutex] {
+      try {
+        detector_.warm_up();
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(failure_mutex);
+        failure = std::current_exception();
+      }
+      warm.count_down();
+      work();
+    });
+  warm.wait();
+  if (failure) {
+    stop();
+    std::rethrow_exception(failure);
+  }
 }
 
 BatchQueue::~BatchQueue() { stop(); }

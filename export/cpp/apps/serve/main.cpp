@@ -109,11 +109,15 @@ int run(const Options& opt) {
   });
 
   std::optional<mrcnn::Detector> detector;
+  std::optional<mrcnn::serve::BatchQueue> queue;
   try {
     mrcnn::DetectorOptions options;
     options.device = opt.device;
     options.intra_op_threads = opt.threads;
-    detector.emplace(opt.model, options);  // warms up before returning
+    options.warmup = false;  // the queue's workers warm it up, each on its own thread
+    detector.emplace(opt.model, options);
+    metrics.set_info(opt.model, opt.device, mrcnn::intra_op_threads(), static_cast<int>(opt.batch.max_batch));
+    queue.emplace(*detector, metrics, opt.batch);
   } catch (const mrcnn::Error& e) {
     std::cerr << "error: " << e.what() << "\n";
     pthread_kill(stopper.native_handle(), SIGTERM);
@@ -121,16 +125,14 @@ int run(const Options& opt) {
     server.join();
     return 2;
   }
-  metrics.set_info(opt.model, opt.device, mrcnn::intra_op_threads(), static_cast<int>(opt.batch.max_batch));
-  mrcnn::serve::BatchQueue queue(*detector, metrics, opt.batch);
-  api.set_ready(&queue);
+  api.set_ready(&*queue);
   std::printf("mrcnn_serve: ready (%s on %s, %d threads, max batch %zu, wait %lld ms, queue %zu, workers %d)\n",
               opt.model.c_str(), opt.device.c_str(), mrcnn::intra_op_threads(), opt.batch.max_batch,
               static_cast<long long>(opt.batch.max_wait.count()), opt.batch.capacity, opt.batch.workers);
   std::fflush(stdout);
   server.join();
   stopper.join();
-  queue.stop();
+  queue->stop();
   api.set_ready(nullptr);
   std::printf("mrcnn_serve: stopped\n");
   return 0;

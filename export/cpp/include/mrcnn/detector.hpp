@@ -11,6 +11,14 @@
 // after construction (the TorchScript module and its weights, the metadata); each call has
 // its own input tensors, outputs and c10::InferenceMode guard. TorchScript's optimized graphs
 // are built on the first calls (the warm-up at load does it) under the module's own lock.
+//
+// OpenMP (libgomp, which LibTorch's CPU kernels use): every thread that calls detect gets its
+// own team of intra_op_threads, and once the process holds more OpenMP threads than CPUs, idle
+// team threads sleep at once instead of spinning, so each of the model's many small parallel
+// regions pays a wake-up. A detector warmed up on the main thread and then called from one
+// worker thread ran 1.6x slower than on the main thread (small model, 2 threads, Xeon with
+// AMX). So: call detect from a few long-lived threads, warm up on them (warmup = false, then
+// warm_up() on each), and keep threads x intra_op_threads <= cores. mrcnn_serve does this.
 #pragma once
 
 #include <opencv2/core.hpp>
@@ -87,7 +95,7 @@ struct ModelInfo {
 
 struct DetectorOptions {
   std::string device = "cpu";  // "cpu", "cuda" or "cuda:N"
-  bool warmup = true;          // two calls on a synthetic image before the constructor returns
+  bool warmup = true;          // warm_up() on the constructing thread before the constructor returns
   // -1: the model's default (each image on its own, results independent of the batch) on CPU,
   // detectron2's padded batch on CUDA; 0/1 force it. See export/README.md.
   int pad_batch = -1;
@@ -116,6 +124,10 @@ class Detector {
   ImageResult detect(const cv::Mat& image, const DetectOptions& options = {}) const;
   // A batch of images of any sizes in one forward call; results in the same order.
   std::vector<ImageResult> detect(const std::vector<cv::Mat>& images, const DetectOptions& options = {}) const;
+
+  // Two calls on a synthetic image: TorchScript optimises its graph over the first calls, and
+  // the calling thread's OpenMP team is created. Run it on the thread that will call detect.
+  void warm_up() const;
 
   const ModelInfo& info() const;
 
