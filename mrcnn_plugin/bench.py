@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .utils.allocator import GLIBC_TUNABLES_KEEP_FREED_MEMORY, keep_freed_memory
+from .utils.errors import DeviceUnavailableError
 
 __all__ = ["main", "matmul_peak_gflops", "golden_cfg", "golden_model"]
 
@@ -431,10 +432,10 @@ def run(args: argparse.Namespace) -> Dict:
     torch.set_num_threads(args.threads)
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit("mrcnn bench --device cuda: no CUDA GPU is available on this machine")
+        raise DeviceUnavailableError("--device cuda: no CUDA GPU is available on this machine")
     if args.keep_freed_memory:
         if not keep_freed_memory():
-            raise SystemExit("mrcnn bench --keep-freed-memory: the C library is not glibc")
+            raise ValueError("--keep-freed-memory needs glibc's malloc; this C library is not glibc")
         os.environ["GLIBC_TUNABLES"] = GLIBC_TUNABLES_KEEP_FREED_MEMORY  # the C++ candidate's too
     shared = Path(args.shared)
     if not os.getenv("MRCNN_COCO_MINI") and (shared / "data" / "coco-mini").is_dir():

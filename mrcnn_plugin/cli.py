@@ -20,10 +20,22 @@
         latency, GFLOP/s and memory against torchvision's Mask R-CNN, interleaved in one run
 """
 import argparse
+import os
+import pickle
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
-__all__ = ["main"]
+__all__ = ["main", "EXIT_STATUS"]
+
+# Exit statuses of a user error, by what went wrong (README and docs/RELIABILITY.md list them).
+EXIT_STATUS = {
+    "failed inputs": 1,     # the command ran, some inputs could not be processed (mrcnn demo)
+    "usage": 2,             # a bad flag, config key or value, an unknown dataset or choice
+    "file": 3,              # a missing or unreadable file
+    "bad file": 4,          # a file that is not what it should be: truncated, hostile, wrong layout
+    "device": 5,            # the requested device is not available
+    "internal": 70,         # anything else: a bug; --debug shows the traceback
+}
 
 
 def _load_cfg(config_file: Optional[str], opts: List[str]):
@@ -75,15 +87,11 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from .checkpoint import convert_checkpoint
     from .checkpoint.convert import convert_checkpoint_remapped
 
-    try:
-        if args.remap_classes:
-            state = convert_checkpoint_remapped(args.source, args.input, args.output, args.remap_classes,
-                                                kind=args.kind, bn_eps=args.bn_eps)
-        else:
-            state = convert_checkpoint(args.source, args.input, args.output, kind=args.kind, bn_eps=args.bn_eps)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"mrcnn convert: {e}", file=sys.stderr)
-        return 1
+    if args.remap_classes:
+        state = convert_checkpoint_remapped(args.source, args.input, args.output, args.remap_classes,
+                                            kind=args.kind, bn_eps=args.bn_eps)
+    else:
+        state = convert_checkpoint(args.source, args.input, args.output, kind=args.kind, bn_eps=args.bn_eps)
     print(f"wrote {len(state)} tensors to {args.output}")
     return 0
 
@@ -105,6 +113,8 @@ def _folder_name(value: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mrcnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="let errors through with their traceback (also MRCNN_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="parameter count and FLOPs of a model")
     info.add_argument("--config-file", required=True, help="a YAML config (e.g. under configs/)")
@@ -173,9 +183,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def classify_error(error: BaseException) -> Tuple[str, str]:
+    """(kind in EXIT_STATUS, one-line message) of an exception raised by a command."""
+    from .checkpoint.formats import CheckpointError
+    from .utils.errors import DeviceUnavailableError
+
+    message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
+    message = " ".join(message.split()) or type(error).__name__
+    if isinstance(error, (CheckpointError, pickle.UnpicklingError, EOFError)):
+        return "bad file", message
+    if isinstance(error, DeviceUnavailableError):
+        return "device", message
+    if isinstance(error, OSError):  # missing, unreadable, not an image (ImageReadError)
+        if isinstance(error, FileNotFoundError) and error.filename and str(error.filename) not in message:
+            message = f"{message}: {error.filename}"
+        return "file", message
+    if isinstance(error, (ValueError, KeyError)):  # config keys and values, datasets, arguments
+        return "usage", message
+    return "internal", f"{type(error).__name__}: {message} (run with --debug for the traceback)"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs one command; a user error is one line on stderr, `mrcnn <command>: error: ...`, and
+    its EXIT_STATUS, never a traceback (`--debug` or MRCNN_DEBUG=1 lets the exception through)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    if args.debug or os.environ.get("MRCNN_DEBUG", "") not in ("", "0"):
+        return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"mrcnn {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - the one place user errors become a line and a status
+        kind, message = classify_error(e)
+        print(f"mrcnn {args.command}: error: {message}", file=sys.stderr)
+        return EXIT_STATUS[kind]
 
 
 if __name__ == "__main__":

@@ -44,7 +44,9 @@ def test_cuda_without_a_gpu_is_a_clear_error(monkeypatch, tmp_path):
     import pytest
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(SystemExit, match="no CUDA GPU"):
+    from mrcnn_plugin.utils.errors import DeviceUnavailableError
+
+    with pytest.raises(DeviceUnavailableError, match="no CUDA GPU"):
         bench.main(["--device", "cuda", "--output", str(tmp_path)])
 
 

@@ -24,6 +24,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from ..utils.errors import DeviceUnavailableError
+
 __all__ = ["launch", "get_rank", "get_world_size", "get_local_rank", "is_main_process", "synchronize",
            "all_gather_objects", "find_free_port", "DEFAULT_TIMEOUT"]
 
@@ -103,7 +105,7 @@ def _set_device(local_rank: int) -> None:
     if not torch.cuda.is_available():
         return
     if local_rank >= torch.cuda.device_count():
-        raise RuntimeError(f"Process with local rank {local_rank} has no GPU: only {torch.cuda.device_count()} "
+        raise DeviceUnavailableError(f"Process with local rank {local_rank} has no GPU: only {torch.cuda.device_count()} "
                            "visible. Ask for at most that many processes per machine (--num-gpus)")
     torch.cuda.set_device(local_rank)
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .launch import all_gather_objects, get_rank, get_world_size, is_main_process, launch
+from ..utils.errors import DeviceUnavailableError
 
 __all__ = ["add_train_parser", "main", "run_train", "setup", "seed_all_rng", "setup_logging", "DESCRIPTION"]
 
@@ -142,7 +143,7 @@ def setup_logging(output_dir: str) -> None:
 
 def _check_device(cfg) -> None:
     if torch.device(cfg.MODEL.DEVICE).type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available on this machine; "
+        raise DeviceUnavailableError(f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but CUDA is not available on this machine; "
                          "add `MODEL.DEVICE cpu` to the command")
 
 
