@@ -142,14 +142,14 @@ def test_convert_cli_remaps_class_rows(coco_checkpoint, tmp_path):
 
 def test_remap_refuses_a_checkpoint_of_other_classes(coco_checkpoint, tmp_path):
     """Remapping an already remapped (8-class) checkpoint is an error naming the tensor, and OUT is
-    not written; the CLI reports it with exit status 1."""
+    not written; the CLI reports it as a usage error (exit status 2, mrcnn_plugin.cli.EXIT_STATUS)."""
     first = tmp_path / "once.pth"
     convert_checkpoint_remapped("detectron2", coco_checkpoint, str(first), "coco-to-cityscapes")
     with pytest.raises(ValueError, match="cls_score.weight has 9 rows"):
         remap_class_rows(read_checkpoint(str(first))["model"], class_remap("coco-to-cityscapes"))
     second = tmp_path / "twice.pth"
     assert mrcnn_main(["convert", "--from", "detectron2", "--remap-classes", "coco-to-cityscapes",
-                       str(first), str(second)]) == 1
+                       str(first), str(second)]) == 2
     assert not second.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".mrcnn_convert_")]
 
