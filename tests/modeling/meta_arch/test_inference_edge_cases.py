@@ -13,24 +13,17 @@ import torch
 from PIL import Image
 
 from mrcnn_plugin import demo
-from mrcnn_plugin.config import get_cfg
 from mrcnn_plugin.data import read_image
 from mrcnn_plugin.modeling import build_model
+from tiny_models import tiny_mask_cfg
 
 MIN_SIZE_TEST, MAX_SIZE_TEST, MAX_DETECTIONS = 128, 224, 3
 
 
 def _cfg():
-    cfg = get_cfg()
-    cfg.merge_from_file("configs/COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml")
-    cfg.merge_from_list([
-        "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", 18,
-        "MODEL.RESNETS.RES2_OUT_CHANNELS", 64, "MODEL.RESNETS.NORM", "BN", "MODEL.FPN.OUT_CHANNELS", 32,
-        "MODEL.ROI_BOX_HEAD.FC_DIM", 64, "MODEL.ROI_MASK_HEAD.CONV_DIM", 16, "MODEL.ROI_HEADS.NUM_CLASSES", 1,
-        "MODEL.RPN.PRE_NMS_TOPK_TEST", 200, "MODEL.RPN.POST_NMS_TOPK_TEST", 100,
-        "INPUT.MIN_SIZE_TEST", MIN_SIZE_TEST, "INPUT.MAX_SIZE_TEST", MAX_SIZE_TEST,
-        "TEST.DETECTIONS_PER_IMAGE", MAX_DETECTIONS,
-    ])
+    """conftest's tiny exported-model config (128 px, one class), keeping 3 detections."""
+    cfg = tiny_mask_cfg()
+    cfg.merge_from_list(["TEST.DETECTIONS_PER_IMAGE", MAX_DETECTIONS])
     return cfg
 
 
