@@ -12,7 +12,7 @@
                   [--remap-classes coco-to-cityscapes] IN OUT
         converts a checkpoint to this package's (detectron2's) parameter names (.pth or .pkl by OUT);
         --remap-classes also keeps only the class rows a new label set needs (fine-tuning init)
-    mrcnn export --config-file F --output DIR [--method scripting|tracing] [--no-fast]
+    mrcnn export --config-file F --output DIR [--method scripting|tracing] [--plan auto|fixed|none|FILE]
                  [--triton REPO [--triton-name NAME] [--triton-device cpu|cuda] [--triton-instances N]] [KEY VALUE ...]
         writes DIR/model.ts (TorchScript, preprocessing and postprocessing inside) and DIR/model.json;
         --triton also writes a Triton model repository REPO/NAME/{config.pbtxt,1/model.pt}
@@ -20,6 +20,7 @@
         latency, GFLOP/s and memory against torchvision's Mask R-CNN, interleaved in one run
 """
 import argparse
+import json
 import os
 import pickle
 import sys
@@ -72,8 +73,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     cfg = _load_cfg(args.config_file, args.opts)
     cfg.MODEL.DEVICE = "cpu"
-    path = export_model(cfg, args.output, method=args.method, fast=not args.no_fast)
+    plan = "none" if args.no_fast else args.plan
+    path = export_model(cfg, args.output, method=args.method, plan=plan)
     print(f"wrote {path} and {path.parent / 'model.json'}")
+    meta = json.loads((path.parent / "model.json").read_text())
+    from .modeling.inference_plan import InferencePlan, describe
+
+    print(f"inference {describe(InferencePlan.from_dict(meta['inference_plan']))}")
     if args.triton:
         from .export.triton import write_triton_repository
 
@@ -162,9 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="folder for model.ts and model.json")
     export.add_argument("--method", choices=["scripting", "tracing"], default="scripting",
                         help="scripting (default) compiles everything; tracing traces the backbone")
-    export.add_argument("--no-fast", action="store_true",
-                        help="export the network as built: no batch norms folded into convolutions, "
-                             "no channels-last weights (the fast mode changes results by float rounding only)")
+    export.add_argument("--plan", default=None, metavar="auto|fixed|none|FILE",
+                        help="the fast inference plan set in the file: auto (default, or $MRCNN_INFERENCE_PLAN) "
+                             "measures candidates here on an image of the test size and keeps the fastest; "
+                             "fixed: the CPU rule; none: the network as built; FILE: a plan JSON. Every "
+                             "alternative stays in the file: the C++ library re-measures on another machine")
+    export.add_argument("--no-fast", action="store_true", help="the same as --plan none")
     export.add_argument("--triton", metavar="DIR", default=None,
                         help="also write a Triton Inference Server model repository (PyTorch backend) in DIR")
     export.add_argument("--triton-name", type=_folder_name, default="mrcnn",
@@ -186,11 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
 def classify_error(error: BaseException) -> Tuple[str, str]:
     """(kind in EXIT_STATUS, one-line message) of an exception raised by a command."""
     from .checkpoint.formats import CheckpointError
+    from .modeling.inference_plan import PlanError
     from .utils.errors import DeviceUnavailableError
 
     message = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
     message = " ".join(message.split()) or type(error).__name__
-    if isinstance(error, (CheckpointError, pickle.UnpicklingError, EOFError)):
+    if isinstance(error, (CheckpointError, PlanError, pickle.UnpicklingError, EOFError)):
         return "bad file", message
     if isinstance(error, DeviceUnavailableError):
         return "device", message

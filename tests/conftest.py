@@ -1,10 +1,18 @@
-"""Shared pytest fixtures."""
-
+"""Shared pytest fixtures, and the inference plan the suite runs under."""
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 _REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# prepare_for_inference measures plans by default (tens of seconds on the R50 models): the suite
+# runs the fixed rule unless a test asks for "auto" itself (on a tiny model), and keeps measured
+# plans in a folder of its own, not the user's cache. Set before any test module imports the
+# package; subprocesses (the CLI, the C++ programs) inherit both.
+os.environ.setdefault("MRCNN_INFERENCE_PLAN", "fixed")
+os.environ.setdefault("MRCNN_PLAN_CACHE", tempfile.mkdtemp(prefix="mrcnn-plans-"))
 
 
 @pytest.fixture(scope="session")

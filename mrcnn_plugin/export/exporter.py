@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..modeling.fast_inference import prepare_for_inference
+from ..modeling.inference_plan import plan_stages, sample_for_sizes
 from .inference_module import ExportableDetector
 
 __all__ = ["export_model", "find_foreign_ops", "export_metadata", "load_exported"]
@@ -99,14 +100,19 @@ def _load_weights(model: nn.Module, weights: str) -> None:
 
 
 def export_model(cfg, output_dir: str, model: Optional[nn.Module] = None, method: str = "scripting",
-                 fast: bool = True) -> Path:
+                 fast: bool = True, plan: Optional[str] = None) -> Path:
     """Writes output_dir/model.ts and output_dir/model.json; returns the .ts path.
 
     model: a built model (default: build from cfg and load cfg.MODEL.WEIGHTS).
     method "scripting" compiles everything; "tracing" traces the backbone and
-    scripts the rest, which gives the same file behaviour (any size, any device).
-    fast (default) exports prepare_for_inference(model): batch norms folded into
-    the convolutions and channels-last weights; `model` itself is not changed.
+    scripts the rest, which gives the same file behaviour (any size, any device),
+    with the backbone's plan switches fixed as they were when traced.
+    fast (default) exports prepare_for_inference(model, plan): norms folded, and every
+    alternative of the fast mode in the file with the plan's switches set (plan: "auto"
+    (default) measures here on an image of the test size, "fixed", "none" (the network as
+    built, like fast=False), or a plan file). model.json records the plan, where it was
+    measured and what it needs (NNPACK); the C++ library re-measures a plan measured on
+    another machine when it loads the file. `model` itself is not changed.
     Raises RuntimeError if the graph needs operators that plain LibTorch lacks.
     """
     if method not in ("scripting", "tracing"):
@@ -118,8 +124,11 @@ def export_model(cfg, output_dir: str, model: Optional[nn.Module] = None, method
         if cfg.MODEL.WEIGHTS:
             _load_weights(model, cfg.MODEL.WEIGHTS)
     model = model.eval().to("cpu")
-    if fast:
-        model = prepare_for_inference(model)
+    if not fast:
+        plan = "none"
+    sample = sample_for_sizes(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    model = prepare_for_inference(model, plan=plan, sample=sample)
+    chosen = model.inference_plan
     wrapper = ExportableDetector(model, cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notices
@@ -132,6 +141,12 @@ def export_model(cfg, output_dir: str, model: Optional[nn.Module] = None, method
         raise RuntimeError(f"The exported graph uses operators plain LibTorch lacks: {foreign}")
     meta = export_metadata(cfg)
     meta["export_method"] = method
+    meta["inference_plan"] = chosen.to_dict()
+    meta["plan_switches"] = {"channels_last": chosen.source != "none",
+                             "pooled_conv": bool(chosen.rewrites.get("pooled_linear")),
+                             "winograd": plan_stages(model),
+                             "frozen_by_trace": ["backbone"] if method == "tracing" else []}
+    meta["needs"] = {"nnpack": bool(chosen.winograd)}
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta_json = json.dumps(meta, indent=2)

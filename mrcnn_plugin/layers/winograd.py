@@ -11,8 +11,11 @@ CPUs we measured (`mrcnn bench`), at float32 precision: its error is about
 
 `WinogradConv2d` uses it for inference on CPU in float32 and falls back to the
 ordinary convolution everywhere else (GPU, gradients, bfloat16 autocast, an
-empty batch, a LibTorch built without NNPACK). Being ATen, it scripts, exports
-and runs in plain LibTorch.
+empty batch, a LibTorch built without NNPACK), and wherever the inference plan
+turned it off (`use_winograd`, a plain attribute that the plan sets per stage,
+`plan_stage`, in the eager model, the scripted one and from C++; see
+`modeling.inference_plan`). Being ATen, it scripts, exports and runs in plain
+LibTorch.
 """
 import math
 from typing import List
@@ -47,8 +50,15 @@ class WinogradConv2d(Conv2d):
     the FPN outputs once for the box and mask heads).
     """
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Switches of the inference plan: whether NNPACK runs here, and the stage (the path of
+        # the head or backbone holding this convolution) the plan names to turn it on.
+        self.use_winograd: bool = True
+        self.plan_stage: str = ""
+
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d) -> "WinogradConv2d":
+    def from_conv(cls, conv: nn.Conv2d, stage: str = "") -> "WinogradConv2d":
         if not winograd_supported(conv):
             raise ValueError(f"WinogradConv2d needs a 3x3 stride-1 padding-1 convolution without norm, got {conv}")
         out = cls(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=True,
@@ -56,6 +66,7 @@ class WinogradConv2d(Conv2d):
         with torch.no_grad():
             out.weight.copy_(conv.weight.detach().contiguous())
             out.bias.copy_(conv.bias.detach() if conv.bias is not None else torch.zeros_like(out.bias))
+        out.plan_stage = stage
         out.weight.requires_grad_(conv.weight.requires_grad)
         out.bias.requires_grad_(conv.weight.requires_grad)
         return out.to(conv.weight.device)
@@ -65,6 +76,8 @@ class WinogradConv2d(Conv2d):
         return torch.is_autocast_enabled("cpu")
 
     def _use_nnpack(self, x: Tensor) -> bool:
+        if not self.use_winograd:
+            return False
         if x.device.type != "cpu" or x.dtype != torch.float32 or self.weight.dtype != torch.float32:
             return False
         if x.shape[0] == 0 or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):

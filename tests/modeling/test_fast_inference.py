@@ -8,8 +8,9 @@ from torch import nn
 from golden_utils import build_golden_model, golden_match_rate, load_golden
 from mrcnn_plugin.layers import Conv2d, FrozenBatchNorm2d, WinogradConvStack
 from mrcnn_plugin.modeling import build_model, fast_inference
-from mrcnn_plugin.modeling.fast_inference import (Bf16Autocast, PooledLinear, enable_bf16, fold_batch_norms,
-                                                  pooled_linears_as_convs, prepare_for_inference)
+from mrcnn_plugin.modeling.fast_inference import (Bf16Autocast, PooledLinear, build_switchable, enable_bf16,
+                                                  fold_batch_norms, pooled_linears_as_convs, prepare_for_inference)
+from mrcnn_plugin.modeling.inference_plan import InferencePlan, apply_plan, plan_stages
 from mrcnn_plugin.modeling.roi_heads import FastRCNNConvFCHead
 from mrcnn_plugin.layers import ShapeSpec
 from tiny_models import synthetic_image, tiny_cfg
@@ -68,29 +69,32 @@ def test_pooled_linear_equals_flatten_then_linear(num_rois):
     x = torch.randn(num_rois, 6, 5, 5, generator=g)
     with torch.no_grad():
         expected = linear(x.flatten(1))
-        for layout in (torch.contiguous_format, torch.channels_last):
-            got = pooled(x.contiguous(memory_format=layout))
-            assert got.shape == (num_rois, 11)
-            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+        for as_conv in (True, False):
+            pooled.pooled_as_conv = as_conv
+            for layout in (torch.contiguous_format, torch.channels_last):
+                got = pooled(x.contiguous(memory_format=layout))
+                assert got.shape == (num_rois, 11)
+                torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError, match="150 inputs"):
         PooledLinear(linear, (6, 5, 4))
 
 
 def test_box_head_fc1_becomes_a_convolution():
     """pooled_linears_as_convs replaces a FastRCNNConvFCHead's flatten + fc1 (with and without conv
-    layers before them) and leaves fc2; the head's output is unchanged up to float rounding."""
+    layers before them; the shape read from one call, the head declaring nothing) and leaves fc2;
+    the head's output is unchanged up to float rounding."""
     torch.manual_seed(0)
     for conv_dims in ([], [4]):
         head = FastRCNNConvFCHead(ShapeSpec(channels=3, height=7, width=7), conv_dims=conv_dims, fc_dims=[16, 8])
         x = torch.randn(5, 3, 7, 7)
         with torch.no_grad():
             expected = head(x)
-            assert pooled_linears_as_convs(head) == 1
+            assert pooled_linears_as_convs(head, lambda: head(x)) == 1
             got = head(x.contiguous(memory_format=torch.channels_last))
         assert isinstance(head.fc1, PooledLinear) and isinstance(head.fc2, nn.Linear)
         assert isinstance(head.flatten, nn.Identity)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-        assert pooled_linears_as_convs(head) == 0  # nothing left to replace
+        assert pooled_linears_as_convs(head, lambda: head(x)) == 0  # nothing left to replace
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +107,14 @@ def tiny_model():
 def test_prepare_for_inference_copies_and_matches(tiny_model, channels_last):
     """prepare_for_inference folds every backbone norm into a copy (the original keeps its state_dict
     keys) and the copy's detections equal the original's up to float rounding, in either layout
-    (the box head's fc1 a PooledLinear only channels-last)."""
+    (the box head's fc1 a PooledLinear, run as a convolution only channels-last)."""
     keys = list(tiny_model.state_dict().keys())
     num_norms = sum(1 for m in tiny_model.modules() if isinstance(getattr(m, "norm", None), FrozenBatchNorm2d))
     fast = prepare_for_inference(tiny_model, channels_last=channels_last)
     assert list(tiny_model.state_dict().keys()) == keys
     assert num_norms > 0 and not any(isinstance(m, FrozenBatchNorm2d) for m in fast.modules())
-    assert isinstance(fast.roi_heads.box_head.fc1, PooledLinear if channels_last else nn.Linear)
+    assert isinstance(fast.roi_heads.box_head.fc1, PooledLinear)
+    assert fast.roi_heads.box_head.fc1.pooled_as_conv == channels_last
     assert isinstance(tiny_model.roi_heads.box_head.fc1, nn.Linear)
     inputs = [{"image": synthetic_image(1)}]
     with torch.no_grad():
@@ -163,6 +168,8 @@ def test_bf16_wraps_the_matrix_stages_and_keeps_float32_outputs(tiny_model, monk
     monkeypatch.setattr(fast_inference._cpu, "bf16_native", lambda device="cpu": True)
     fast = prepare_for_inference(tiny_model, bf16=True)
     assert isinstance(fast.backbone, Bf16Autocast) and isinstance(fast.roi_heads.box_head, Bf16Autocast)
+    # still what they were: the heads read their stages' attributes and types
+    assert isinstance(fast.roi_heads.box_head, FastRCNNConvFCHead) and fast.backbone.size_divisibility == 32
     assert enable_bf16(fast) == []  # idempotent
     with torch.no_grad():
         out = fast.inference([{"image": synthetic_image(1)}])[0]
@@ -170,27 +177,35 @@ def test_bf16_wraps_the_matrix_stages_and_keeps_float32_outputs(tiny_model, monk
     assert torch.isfinite(out["pred_boxes"]).all() and out["pred_masks"].dtype == torch.bool
 
 
-@pytest.mark.parametrize("name,channels_last", [("mask_rcnn_R_50_FPN", True), ("mask_rcnn_R_50_FPN", False),
-                                               ("keypoint_rcnn_R_50_FPN", None)])
-def test_fast_golden_model_reproduces_the_reference(shared_dir, name, channels_last):
-    """On the reference R50-FPN weights, the fast copy's final detections (its mask or keypoint
-    head's convolutions on one Winograd canvas) still match the reference detectron2's on a golden
-    photo (shared/golden/match.py, >= 98%), in both layouts the CPU rule can choose (channels-last
-    with PooledLinear, NCHW without) and with the rule's choice on this machine."""
+def _golden_plans(stages):
+    """Every rewrite on and off: plain, channels-last alone, Winograd alone, everything on."""
+    return [InferencePlan(), InferencePlan(channels_last=True), InferencePlan(winograd=stages),
+            InferencePlan(channels_last=True, pooled_conv=True, winograd=stages)]
+
+
+@pytest.mark.parametrize("name", ["mask_rcnn_R_50_FPN", "keypoint_rcnn_R_50_FPN"])
+def test_every_plan_reproduces_the_reference(shared_dir, name):
+    """On the reference R50-FPN weights, the switchable fast model's final detections match the
+    reference detectron2's on a golden photo (shared/golden/match.py, >= 98%) under each plan the
+    tuner can reach a rewrite's alternatives in: plain, channels-last, Winograd in every stage (the
+    mask or keypoint head's convolutions on one canvas), and everything with the pooled fc1."""
     model = build_golden_model(shared_dir, name)
-    fast = prepare_for_inference(model, channels_last=channels_last)
-    head = fast.roi_heads.mask_head if name.startswith("mask") else fast.roi_heads.keypoint_head
-    assert any(isinstance(m, WinogradConvStack) for m in head.modules())
-    if channels_last is not None:
-        assert isinstance(fast.roi_heads.box_head.fc1, PooledLinear) == channels_last
-        weight = fast.backbone.bottom_up.res2[0].conv2.weight  # a 3x3: the two layouts differ
-        assert weight.is_contiguous(memory_format=torch.channels_last) == channels_last
+    fast, report = build_switchable(model)
+    stages = plan_stages(fast)
+    head = "roi_heads.mask_head" if name.startswith("mask") else "roi_heads.keypoint_head"
+    assert {"backbone", "proposal_generator.rpn_head", head} <= set(stages)
+    assert report["pooled_linear"] == ["roi_heads.box_head.fc1"]
+    assert any(isinstance(m, WinogradConvStack) for m in fast.get_submodule(head).modules())
     golden = load_golden(shared_dir, name, "chelsea")
     h, w = golden["orig_hw"]
     inputs = [{"image": golden["image_bgr_chw_uint8"], "height": h, "width": w}]
-    with torch.no_grad():
-        out = fast.inference(inputs)[0]
-    assert golden_match_rate(shared_dir, golden["final"], out) >= 0.98
+    for plan in _golden_plans(stages):
+        apply_plan(fast, plan)
+        weight = fast.backbone.bottom_up.res2[0].conv2.weight  # a 3x3: the two layouts differ
+        assert weight.is_contiguous(memory_format=torch.channels_last) == plan.channels_last
+        with torch.no_grad():
+            out = fast.inference(inputs)[0]
+        assert golden_match_rate(shared_dir, golden["final"], out) >= 0.98, plan.label()
 
 
 def test_bf16_without_native_support_warns_once_and_runs_float32(tiny_model, monkeypatch):

@@ -29,8 +29,6 @@ class FastRCNNConvFCHead(nn.Sequential):
             self.add_module(f"conv{k + 1}", conv)
             channels = conv_dim
         in_features = channels * height * width
-        # What `flatten` flattens (C, S, S): the fast inference mode runs fc1 as an S x S convolution.
-        self.flatten_shape = (channels, height, width)
         for k, fc_dim in enumerate(fc_dims):
             if k == 0:
                 self.add_module("flatten", nn.Flatten())
