@@ -33,6 +33,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .bench_peers import PEERS
 from .utils.allocator import GLIBC_TUNABLES_KEEP_FREED_MEMORY, keep_freed_memory
 from .utils.errors import DeviceUnavailableError
 
@@ -124,10 +125,12 @@ class _Wrapped:
 
 
 def _candidates(names: List[str], shared: Path, image_bgr: Tensor, work_dir: Path,
-                cpp_binary: Optional[Path], threads: int, device: str = "cpu") -> List[_Wrapped]:
+                cpp_binary: Optional[Path], threads: int, device: str = "cpu",
+                unavailable: Optional[Dict[str, str]] = None) -> List[_Wrapped]:
     """The inference candidates in `names`, each bound to the benchmark image (uint8 [3, H, W], BGR,
     in host memory: our detectors take it there, as a service would), each call ending with the
-    device's work done."""
+    device's work done. A runtime peer that cannot run is left out, its reason in `unavailable`."""
+    from .bench_peers import PeerUnavailable, peer_candidate
     from .export import export_model, load_exported
     from .export.inference_module import ExportableDetector
     from .modeling.fast_inference import prepare_for_inference
@@ -180,6 +183,14 @@ def _candidates(names: List[str], shared: Path, image_bgr: Tensor, work_dir: Pat
             out.append(_Wrapped(name, ours(detector(prepare_for_inference(model)))))
         elif name == "ours fast bf16":
             out.append(_Wrapped(name, ours(detector(prepare_for_inference(model, bf16=True)))))
+        elif name in PEERS:
+            try:
+                out.append(_Wrapped(name, peer_candidate(name, _torchvision_model(), image_rgb01, work_dir, threads,
+                                                         device)))
+            except PeerUnavailable as e:
+                print(f"[bench] skipping {name}: {e}")
+                if unavailable is not None:
+                    unavailable[name] = str(e)
         else:
             raise ValueError(f"unknown candidate {name!r}")
     return out
@@ -417,7 +428,8 @@ def _train_step_times(shared: Path, warmup: int, rounds: int, device: str = "cpu
 # ----------------------------------------------------------------------------- report
 
 
-INFERENCE_CANDIDATES = ["torchvision eager", "torchvision scripted", "ours eager", "ours scripted",
+INFERENCE_CANDIDATES = ["torchvision eager", "torchvision scripted", "torchvision ONNX Runtime",
+                        "torchvision OpenVINO", "detectron2 eager", "ours eager", "ours scripted",
                         "ours exported (Python)", "ours C++", "ours fast fp32", "ours fast bf16"]
 
 
@@ -428,8 +440,50 @@ def _table(rows: List[Dict], header: List[str]) -> str:
     return "\n".join(lines)
 
 
+def _plan_line(shared: Path, device: str) -> Tuple[str, Dict]:
+    """The plan the fast candidates run (measured now, or read from the cache) as one line and a dict."""
+    from .modeling.fast_inference import prepare_for_inference
+    from .modeling.inference_plan import describe
+
+    plan = prepare_for_inference(golden_model(shared, device)).inference_plan
+    timings = ", ".join(f"{k} {v / 1000:.2f} s" for k, v in sorted(plan.timings_ms.items(), key=lambda kv: kv[1]))
+    line = f"Fast inference {describe(plan)}" + (f"; candidates (sample 800x1067): {timings}" if timings else "")
+    return line, {**plan.to_dict(), "rewrites": None}
+
+
+def _caps_below(flags: List[str]) -> List[str]:
+    """The ISA caps to rerun under (--isa-caps): AVX2 on a CPU with AVX-512."""
+    return ["avx2"] if "avx512f" in flags else []
+
+
+def _child_argv(args: argparse.Namespace, output: Path) -> List[str]:
+    """The command line of this run (less --isa-caps) writing to `output`."""
+    argv = ["--shared", args.shared, "--threads", str(args.threads), "--device", args.device, "--warmup",
+            str(args.warmup), "--rounds", str(args.rounds), "--cpp", args.cpp, "--output", str(output)]
+    argv += ["--image", args.image] if args.image else []
+    argv += ["--plan", args.plan] if args.plan else []
+    argv += ["--skip", *args.skip] if args.skip else []
+    for flag in ("skip_training", "skip_stages", "no_memory", "keep_freed_memory"):
+        argv += ["--" + flag.replace("_", "-")] if getattr(args, flag) else []
+    return argv
+
+
+def _run_capped(cap: str, args: argparse.Namespace, output: Path) -> Optional[str]:
+    """Reruns this benchmark in a child under ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA = cap; its bench.md."""
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=cap, ONEDNN_MAX_CPU_ISA=cap.upper())
+    out = output / f"cap-{cap}"
+    run = subprocess.run([sys.executable, "-m", "mrcnn_plugin.bench", *_child_argv(args, out)], env=env, text=True)
+    if run.returncode != 0:
+        print(f"[bench] the run under the {cap} cap failed (exit {run.returncode})")
+        return None
+    return (out / "bench.md").read_text()
+
+
 def run(args: argparse.Namespace) -> Dict:
     torch.set_num_threads(args.threads)
+    if args.plan:
+        # The fast candidates, the exported model and the memory children all read it.
+        os.environ["MRCNN_INFERENCE_PLAN"] = args.plan
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise DeviceUnavailableError("--device cuda: no CUDA GPU is available on this machine")
@@ -448,6 +502,7 @@ def run(args: argparse.Namespace) -> Dict:
     from .utils.cpu import bf16_native, cpu_name, isa_flags
 
     report: Dict = {"cpu": cpu_name(), "isa_flags": isa_flags(), "torch": torch.__version__,
+                    "isa_caps": {v: os.environ.get(v, "") for v in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")},
                     "threads": args.threads, "device": device, "image": image_file.name,
                     "allocator": "keeps freed memory" if args.keep_freed_memory else "default",
                     "image_size": [int(image.shape[1]), int(image.shape[2])], "rounds": args.rounds}
@@ -457,13 +512,17 @@ def run(args: argparse.Namespace) -> Dict:
     report["network_input_size"] = list(input_size)
     report["gflop_per_image"] = flops / 1e9
     names = [n for n in INFERENCE_CANDIDATES if n not in set(args.skip)]
+    if any(n in names for n in ("ours fast fp32", "ours exported (Python)", "ours C++")):
+        report["plan_line"], report["plan"] = _plan_line(shared, device)
     if "ours fast bf16" in names and not bf16_native(device):
         # prepare_for_inference would run float32 (and warn): the row would repeat fast fp32.
         print(f"[bench] skipping ours fast bf16: {report['cpu']} has no native bfloat16 (AVX512-BF16 or AMX)")
         names.remove("ours fast bf16")
     with tempfile.TemporaryDirectory() as tmp:
+        unavailable: Dict[str, str] = {}
         candidates = _candidates(names, shared, image, Path(tmp), Path(args.cpp) if args.cpp else None,
-                                 args.threads, device)
+                                 args.threads, device, unavailable)
+        report["unavailable"] = unavailable
         times = _round_robin(candidates, args.warmup, args.rounds)
     base = statistics.median(times["torchvision eager"]) if "torchvision eager" in times else float("nan")
     rows = []
@@ -471,7 +530,8 @@ def run(args: argparse.Namespace) -> Dict:
         median = statistics.median(values)
         peak = report["matmul_peak_gflops"]["bf16" if "bf16" in name else "fp32"]
         gflops = flops / 1e9 / median
-        memory = float("nan") if args.no_memory or name == "ours C++" else _peak_memory_child(
+        # Not measured: the C++ program (another process) and the peers (each child would export again).
+        memory = float("nan") if args.no_memory or name == "ours C++" or name in PEERS else _peak_memory_child(
             name, shared, str(image_file), args.threads, device)
         rows.append({"candidate": name, "median s": f"{median:.3f}", "vs torchvision": f"{median / base:.2f}",
                      "GFLOP/s": f"{gflops:.0f}", "% of matmul peak": f"{100 * gflops / peak:.0f}",
@@ -489,6 +549,12 @@ def run(args: argparse.Namespace) -> Dict:
                                "vs torchvision": f"{statistics.median(v) / tv_step:.2f}", "_times": v}
                               for k, v in train_times.items()]
         _write(report, input_size, args, output)
+    if args.isa_caps and device == "cpu":
+        for cap in _caps_below(report["isa_flags"]):
+            capped = _run_capped(cap, args, output)
+            if capped is not None:
+                report.setdefault("capped", {})[cap] = capped
+        _write(report, input_size, args, output)
     return report
 
 
@@ -497,14 +563,25 @@ def _write(report: Dict, input_size: Tuple[int, int], args: argparse.Namespace, 
     rows = report["inference"]
     header = ["candidate", "median s", "vs torchvision", "GFLOP/s", "% of matmul peak", "peak memory MiB"]
     where = f"{args.threads} threads" if report["device"] == "cpu" else f"device {report['device']}"
+    caps = {k: v for k, v in report.get("isa_caps", {}).items() if v}
     md = [f"CPU {report['cpu']} (ISA flags: {' '.join(report['isa_flags']) or 'none of note'}), "
-          f"torch {report['torch']}.",
+          f"torch {report['torch']}" + (f", capped: {' '.join(f'{k}={v}' for k, v in caps.items())}" if caps else "")
+          + ".",
           f"Input {report['image']} {report['image_size'][1]}x{report['image_size'][0]} -> network "
           f"{input_size[1]}x{input_size[0]}, {report['gflop_per_image']:.0f} GFLOP per image (fvcore x2), "
           f"{where}, {args.rounds} interleaved rounds after {args.warmup} warm-up, "
           f"malloc {'keeping freed memory (--keep-freed-memory)' if args.keep_freed_memory else 'as by default'}.",
           f"Matrix-product peak in this run: fp32 {report['matmul_peak_gflops']['fp32']:.0f} GFLOP/s, "
-          f"bf16 {report['matmul_peak_gflops']['bf16']:.0f} GFLOP/s.", "", _table(rows, header)]
+          f"bf16 {report['matmul_peak_gflops']['bf16']:.0f} GFLOP/s."]
+    if "plan_line" in report:
+        md.append(report["plan_line"] + ".")
+    from .bench_peers import runtime_versions
+
+    if runtime_versions():
+        md.append("Peer runtimes: " + ", ".join(f"{k} {v}" for k, v in runtime_versions()) + ".")
+    md += ["", _table(rows, header)]
+    for name, why in report.get("unavailable", {}).items():
+        md.append(f"\n{name}: not run ({why}).")
     if "stages" in report:
         md += ["", "Where the fast fp32 time goes (forward hooks; a stage includes the stages nested in it; "
                "total includes resizing and mask pasting):", "",
@@ -512,6 +589,9 @@ def _write(report: Dict, input_size: Tuple[int, int], args: argparse.Namespace, 
     if "training" in report:
         md += ["", "Training step (batch 2, forward + backward + SGD step):", "",
                _table(report["training"], ["candidate", "median s", "vs torchvision"])]
+    for cap, capped in report.get("capped", {}).items():
+        md += ["", f"The same run under the {cap} cap (ATEN_CPU_CAPABILITY={cap}, ONEDNN_MAX_CPU_ISA={cap.upper()}; "
+               "an approximation of an AVX2-only CPU: caches and cores stay this machine's):", "", capped]
     text = "\n".join(md)
     print(text)
     (output / "bench.md").write_text(text + "\n")
@@ -539,6 +619,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="every candidate (and the training step) runs with glibc's malloc keeping freed "
                              "memory, so no inference faults in fresh pages (utils/allocator.py); memory is "
                              "still measured with the default malloc")
+    parser.add_argument("--plan", default=None, metavar="auto|fixed|none|FILE",
+                        help="the fast inference plan of the fast and exported candidates (default: "
+                             "$MRCNN_INFERENCE_PLAN or auto, measured here and cached)")
+    parser.add_argument("--isa-caps", action="store_true",
+                        help="also rerun under the ISA caps below this CPU's own (AVX2 on an AVX-512 CPU): "
+                             "ATEN_CPU_CAPABILITY and ONEDNN_MAX_CPU_ISA, tables side by side in bench.md")
     parser.add_argument("--output", default="outputs/bench", help="writes bench.json and bench.md here")
 
 

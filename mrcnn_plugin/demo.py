@@ -230,7 +230,10 @@ def config_predictor(cfg, fast: bool = True) -> Predictor:
 
         DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     if fast:
-        model = prepare_for_inference(model)
+        from .modeling.inference_plan import sample_for_sizes
+
+        # The plan is measured (once per machine, then cached) at the config's test size.
+        model = prepare_for_inference(model, sample=sample_for_sizes(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST))
     resize = ResizeShortestEdge(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST, sample_style="choice")
     names = {"pred_boxes": "boxes", "scores": "scores", "pred_classes": "classes",
              "pred_masks": "masks", "pred_keypoints": "keypoints"}

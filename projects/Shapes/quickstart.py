@@ -51,7 +51,10 @@ def _evaluate_inference_modes(cfg, model) -> dict:
     AP within 1 point of fp32), each evaluated like the trained model on the held-out split."""
     from mrcnn_plugin.engine import Trainer
     from mrcnn_plugin.modeling.fast_inference import prepare_for_inference
+    from mrcnn_plugin.modeling.inference_plan import sample_for_sizes
     from mrcnn_plugin.utils.cpu import bf16_native, cpu_name
+
+    sample = sample_for_sizes(cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)  # the plan is timed at the test size
 
     modes = {}
     for name, bf16 in (("fast_fp32", False), ("fast_bf16", True)):
@@ -64,8 +67,11 @@ def _evaluate_inference_modes(cfg, model) -> dict:
         mode_cfg.defrost()
         mode_cfg.OUTPUT_DIR = os.path.join(cfg.OUTPUT_DIR, name)
         start = time.perf_counter()
-        results = Trainer.test(mode_cfg, prepare_for_inference(model, bf16=bf16))
-        modes[name] = {"results": results, "eval_seconds": round(time.perf_counter() - start, 1)}
+        fast = prepare_for_inference(model, bf16=bf16, sample=sample)
+        results = Trainer.test(mode_cfg, fast)
+        modes[name] = {"results": results, "eval_seconds": round(time.perf_counter() - start, 1),
+                       "plan": fast.inference_plan.label(), "plan_source": fast.inference_plan.source,
+                       "plan_timings_ms": fast.inference_plan.timings_ms}
         print(f"    {name}: box AP {results['bbox']['AP']:.1f}"
               + (f", mask AP {results['segm']['AP']:.1f}" if "segm" in results else "")
               + f" ({modes[name]['eval_seconds']:.0f} s)")

@@ -15,8 +15,11 @@ CPP_BUILD = REPO / "build" / "cpp"
 
 @pytest.fixture(scope="session")
 def cpp_build() -> Path:
-    """build/cpp after scripts/build_cpp.sh (which installs the Debian dev packages when missing)."""
-    subprocess.run(["bash", str(REPO / "scripts" / "build_cpp.sh")], check=True, cwd=REPO)
+    """build/cpp, brought up to date with the sources. scripts/test.sh configures it first
+    (scripts/build_cpp.sh, which also installs the Debian dev packages): the tests only build."""
+    if not (CPP_BUILD / "CMakeCache.txt").exists():
+        pytest.fail("build/cpp is not configured: run bash scripts/build_cpp.sh first (scripts/test.sh does)")
+    subprocess.run(["cmake", "--build", str(CPP_BUILD), "-j2"], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
     assert (CPP_BUILD / "mrcnn_infer").exists()
     return CPP_BUILD
 

@@ -3,7 +3,7 @@
 // runs Detector::detect with masks as cv::Mat: what a program that links the library does,
 // without HTTP, JSON or RLE.
 //
-//   mrcnn_bench --model model.ts [--device cpu] [--threads N] [--calls N] [--warmup N] IMAGE...
+//   mrcnn_bench --model model.ts [--device cpu] [--threads N] [--plan P] [--calls N] [--warmup N] IMAGE...
 //   mrcnn_bench --model model.ts ... --stdin IMAGE...
 //
 // Prints one JSON object: {"calls", "wall_s", "latencies_s": [...], "detections": [...]}.
@@ -28,6 +28,7 @@ struct Options {
   std::string model;
   std::string device = "cpu";
   int threads = 0;
+  std::string plan = "auto";  // DetectorOptions::plan
   int calls = 10;
   int warmup = 2;
   bool from_stdin = false;
@@ -36,7 +37,8 @@ struct Options {
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::cerr << "mrcnn_bench: " << message << "\n"
-            << "usage: mrcnn_bench --model model.ts [--device cpu] [--threads N] [--calls N | --stdin] [--warmup N] "
+            << "usage: mrcnn_bench --model model.ts [--device cpu] [--threads N] [--plan auto|exported|off|FILE] "
+               "[--calls N | --stdin] [--warmup N] "
                "IMAGE...\n";
   std::exit(2);
 }
@@ -59,6 +61,7 @@ Options parse(int argc, char** argv) {
     if (a == "--model") opt.model = next();
     else if (a == "--device") opt.device = next();
     else if (a == "--threads") opt.threads = parse_count(a, next(), 0);
+    else if (a == "--plan") opt.plan = next();
     else if (a == "--calls") opt.calls = parse_count(a, next(), 1);
     else if (a == "--warmup") opt.warmup = parse_count(a, next(), 0);
     else if (a == "--stdin") opt.from_stdin = true;
@@ -86,7 +89,9 @@ int main(int argc, char** argv) {
     mrcnn::DetectorOptions load;
     load.device = opt.device;
     load.intra_op_threads = opt.threads;
+    load.plan = opt.plan;
     mrcnn::Detector detector(opt.model, load);
+    std::cerr << "mrcnn_bench: plan: " << detector.info().plan_note << "\n";
     mrcnn::DetectOptions detect;
     detect.masks = mrcnn::MaskFormat::kMat;
     auto call = [&](int i) {

@@ -1,6 +1,6 @@
 // mrcnn_infer: detections from an exported mrcnn_plugin model, on the mrcnn::Detector library.
 //
-//   mrcnn_infer --model model.ts [--device cpu|cuda] [--threads N] [--batch N] [--json out.json]
+//   mrcnn_infer --model model.ts [--device cpu|cuda] [--threads N] [--plan auto|exported|off|FILE] [--batch N] [--json out.json]
 //               [--vis out.png | --vis DIR] [--vis-threshold T] IMAGE...
 //
 // Reads the images, calls the detector (--batch images per forward call), prints and writes the
@@ -28,6 +28,7 @@ struct Options {
   std::string model;
   std::string device = "cpu";
   int threads = 0;
+  std::string plan = "auto";  // DetectorOptions::plan
   int batch = 1;
   std::string json_path;
   std::string vis_path;
@@ -45,8 +46,8 @@ class ExitError : public std::runtime_error {
 };
 
 void usage() {
-  std::cerr << "usage: mrcnn_infer --model model.ts [--device cpu|cuda] [--threads N] [--batch N] [--json out.json]\n"
-               "                   [--vis out.png|DIR] [--vis-threshold T] IMAGE...\n";
+  std::cerr << "usage: mrcnn_infer --model model.ts [--device cpu|cuda] [--threads N] [--plan auto|exported|off|FILE]\n"
+               "                   [--batch N] [--json out.json] [--vis out.png|DIR] [--vis-threshold T] IMAGE...\n";
 }
 
 int parse_int(const std::string& name, const std::string& v, int minimum) {
@@ -70,6 +71,7 @@ Options parse_args(int argc, char** argv) {
     if (a == "--model") opt.model = next("--model");
     else if (a == "--device") opt.device = next("--device");
     else if (a == "--threads") opt.threads = parse_int("--threads", next("--threads"), 0);
+    else if (a == "--plan") opt.plan = next("--plan");
     else if (a == "--batch") opt.batch = parse_int("--batch", next("--batch"), 1);
     else if (a == "--json") opt.json_path = next("--json");
     else if (a == "--vis") opt.vis_path = next("--vis");
@@ -123,11 +125,13 @@ int run(int argc, char** argv) {
   mrcnn::DetectorOptions detector_options;
   detector_options.device = opt.device;
   detector_options.intra_op_threads = opt.threads;
+  detector_options.plan = opt.plan;
   detector_options.warmup = false;  // a command-line run reports each image's own time, first one included
   mrcnn::Detector detector(opt.model, detector_options);
   const mrcnn::ModelInfo& info = detector.info();
   std::cout << "model: " << opt.model << " (" << info.classes.size() << " classes, input " << info.input_format
             << ") on " << opt.device << ", " << mrcnn::intra_op_threads() << " threads\n";
+  if (!info.plan_note.empty()) std::cout << "plan: " << info.plan_note << "\n";
 
   nlohmann::ordered_json images = nlohmann::ordered_json::array();
   for (size_t first = 0; first < opt.images.size(); first += opt.batch) {

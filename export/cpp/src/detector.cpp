@@ -8,8 +8,14 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iostream>
 #include <unordered_map>
+
+#include "plan.hpp"
 
 namespace mrcnn {
 namespace {
@@ -115,6 +121,51 @@ ImageResult to_result(const c10::Dict<c10::IValue, c10::IValue>& out, int height
   return result;
 }
 
+// The folder of measured plans (DetectorOptions::plan_cache); empty: no cache.
+fs::path plan_cache_dir(const std::string& option) {
+  if (option == "-") return {};
+  if (!option.empty()) return option;
+  if (const char* env = std::getenv("MRCNN_PLAN_CACHE"); env && *env) return env;
+  if (const char* home = std::getenv("HOME"); home && *home) return fs::path(home) / ".cache" / "mrcnn_plugin" / "plans";
+  return {};
+}
+
+// FNV-1a, 64 bits: a stable file name for (model metadata, machine).
+std::string fnv1a_hex(const std::string& text) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  char out[17];
+  std::snprintf(out, sizeof(out), "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
+nlohmann::json read_json_file(const fs::path& path) {
+  std::ifstream f(path);
+  if (!f) throw std::runtime_error("cannot read it");
+  return nlohmann::json::parse(f);
+}
+
+void write_json_atomically(const fs::path& path, const nlohmann::json& value) {
+  fs::create_directories(path.parent_path());
+  fs::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << value.dump(2);
+    if (!f) throw std::runtime_error("cannot write " + tmp.string());
+  }
+  fs::rename(tmp, path);
+}
+
+// A smooth random BGR image (low-frequency noise, like a photo's features), height x width.
+cv::Mat synthetic_image(int height, int width) {
+  cv::Mat coarse(std::max(height / 64, 2), std::max(width / 64, 2), CV_8UC3);
+  cv::RNG(0).fill(coarse, cv::RNG::UNIFORM, 0, 256);
+  cv::Mat image;
+  cv::resize(coarse, image, cv::Size(width, height), 0, 0, cv::INTER_LINEAR);
+  return image;
+}
+
 }  // namespace
 
 struct Detector::Impl {
@@ -140,7 +191,111 @@ struct Detector::Impl {
       results.push_back(to_result(outputs.get(i).toGenericDict(), images[i].rows, images[i].cols, info, options));
     return results;
   }
+
+  void choose_plan(const DetectorOptions& options);
 };
+
+// Applies DetectorOptions::plan to the loaded module and records it in info.plan_json / plan_note.
+void Detector::Impl::choose_plan(const DetectorOptions& options) {
+  using nlohmann::json;
+  json meta = info.metadata_json.empty() ? json::object() : json::parse(info.metadata_json);
+  if (!meta.contains("inference_plan")) {
+    info.plan_note = "the model carries no inference plan (exported before plans): run as exported";
+    return;
+  }
+  const json exported = meta["inference_plan"];
+  if (exported.value("source", "") == "none") {
+    info.plan_json = exported.dump();
+    info.plan_note = "exported with --plan none: the network as built";
+    return;
+  }
+  const json here = detail::machine_key(info.device);
+  const std::string elsewhere = detail::mismatch(exported.value("machine", json::object()), here);
+  json chosen = exported;
+  if (options.plan == "off") {
+    chosen = {{"format", 1}, {"channels_last", false}, {"pooled_conv", false}, {"winograd", json::array()},
+              {"bf16", false}, {"source", "off"}, {"machine", here}};
+    info.plan_note = "every switch off (plan = off)";
+  } else if (options.plan == "exported") {
+    info.plan_note = "as exported";
+    if (!elsewhere.empty()) {
+      info.plan_note += ", measured on another machine (" + elsewhere + ")";
+      std::cerr << "mrcnn::Detector: warning: " << info.path << ": applying the exported plan measured on another machine ("
+                << elsewhere << ")\n";
+    }
+  } else if (options.plan == "auto") {
+    if (elsewhere.empty()) {
+      info.plan_note = "as exported: measured on this machine";
+    } else {
+      fs::path dir = plan_cache_dir(options.plan_cache);
+      fs::path cached = dir.empty() ? fs::path() : dir / ("cpp-" + fnv1a_hex(info.metadata_json + here.dump()) + ".json");
+      bool hit = false;
+      if (!cached.empty() && fs::exists(cached)) {
+        try {
+          json plan = read_json_file(cached);
+          if (detail::mismatch(plan.value("machine", json::object()), here).empty()) {
+            chosen = plan;
+            chosen["source"] = "cache";
+            info.plan_note = "measured here before (" + cached.string() + ")";
+            hit = true;
+          }
+        } catch (const std::exception&) {  // a broken cache file is measured over
+        }
+      }
+      if (!hit) {
+        // Timed at the model's test size with every detection kept, as the Python tuner does.
+        int h = meta["input"].value("min_size_test", 800), max_size = meta["input"].value("max_size_test", 1333);
+        cv::Mat sample = synthetic_image(h, std::min(static_cast<int>(std::lround(h * 4.0 / 3.0)), max_size));
+        torch::jit::Module predictor;
+        bool has_thresh = false;
+        for (const auto& item : module.named_modules())
+          if (item.value.hasattr("test_score_thresh")) predictor = item.value, has_thresh = true;
+        c10::IValue thresh = has_thresh ? predictor.attr("test_score_thresh") : c10::IValue();
+        if (has_thresh) predictor.setattr("test_score_thresh", 0.0);
+        try {
+          chosen = detail::tune_plan(module, [&] { run({sample}, {0.f, MaskFormat::kNone}); },
+                                     detail::plan_from_json(exported), info.device);
+        } catch (...) {
+          if (has_thresh) predictor.setattr("test_score_thresh", thresh);
+          throw;
+        }
+        if (has_thresh) predictor.setattr("test_score_thresh", thresh);
+        chosen["sample_hw"] = {sample.rows, sample.cols};
+        info.plan_note = "measured here in " + std::to_string(chosen["tuning_s"].get<double>()) +
+                         " s: the exported plan was measured on another machine (" + elsewhere + ")";
+        if (!cached.empty()) {
+          try {
+            write_json_atomically(cached, chosen);
+          } catch (const std::exception& e) {
+            std::cerr << "mrcnn::Detector: warning: could not cache the plan at " << cached << ": " << e.what() << "\n";
+          }
+        }
+      }
+    }
+  } else {
+    json plan;
+    try {
+      plan = read_json_file(options.plan);
+    } catch (const std::exception& e) {
+      throw Error(Error::Kind::kModel, "plan file " + options.plan + ": " + first_line(e.what()));
+    }
+    std::string differs = detail::mismatch(plan.value("machine", json::object()), here);
+    if (!differs.empty())
+      throw Error(Error::Kind::kModel, "plan file " + options.plan + " was measured on another machine (" + differs +
+                                           "): use plan = auto to measure here");
+    chosen = plan;
+    chosen["source"] = "file";
+    info.plan_note = "from " + options.plan;
+  }
+  detail::Plan plan = detail::plan_from_json(chosen);
+  if (!plan.winograd.empty() && !detail::nnpack_usable()) {
+    chosen["winograd"] = json::array();
+    info.plan_note += "; NNPACK is not usable here (not in this LibTorch, or MRCNN_NO_NNPACK=1): Winograd stages "
+                      "run the direct convolution";
+  }
+  detail::apply_plan(module, plan);
+  info.plan_json = chosen.dump();
+}
 
 Detector::Detector(const std::string& model_path, const DetectorOptions& options) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
@@ -168,6 +323,13 @@ Detector::Detector(const std::string& model_path, const DetectorOptions& options
     throw Error(Error::Kind::kModel, model_path + " always pads its batches (exported before pad_batch): re-export it");
   m.module.eval();
   m.module.to(m.device);
+  try {
+    m.choose_plan(options);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error(Error::Kind::kModel, "cannot apply the inference plan to " + model_path + ": " + first_line(e.what()));
+  }
   if (options.warmup) warm_up();
 }
 

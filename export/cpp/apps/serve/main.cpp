@@ -27,6 +27,7 @@ struct Options {
   std::string model;
   std::string device = "cpu";
   int threads = 0;
+  std::string plan = "auto";  // DetectorOptions::plan
   mrcnn::serve::BatchOptions batch;
   mrcnn::serve::HttpOptions http;
 };
@@ -37,6 +38,7 @@ struct UsageError : std::runtime_error {
 
 void usage() {
   std::cerr << "usage: mrcnn_serve --model model.ts [--host H] [--port P] [--device cpu|cuda] [--threads N]\n"
+               "                   [--plan auto|exported|off|FILE]\n"
                "                   [--workers N] [--max-batch N] [--max-wait-ms MS] [--queue N]\n"
                "                   [--max-body-mb MB] [--max-pixels N]\n";
 }
@@ -64,6 +66,7 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--host") opt.http.host = next();
     else if (a == "--port") opt.http.port = static_cast<int>(parse_number(a, next(), 0));
     else if (a == "--threads") opt.threads = static_cast<int>(parse_number(a, next(), 0));
+    else if (a == "--plan") opt.plan = next();
     else if (a == "--workers") opt.batch.workers = static_cast<int>(parse_number(a, next(), 1));
     else if (a == "--max-batch") opt.batch.max_batch = parse_number(a, next(), 1);
     else if (a == "--max-wait-ms") opt.batch.max_wait = std::chrono::milliseconds(parse_number(a, next(), 0));
@@ -114,9 +117,11 @@ int run(const Options& opt) {
     mrcnn::DetectorOptions options;
     options.device = opt.device;
     options.intra_op_threads = opt.threads;
+    options.plan = opt.plan;
     options.warmup = false;  // the queue's workers warm it up, each on its own thread
     detector.emplace(opt.model, options);
     metrics.set_info(opt.model, opt.device, mrcnn::intra_op_threads(), static_cast<int>(opt.batch.max_batch));
+    std::printf("mrcnn_serve: plan: %s\n", detector->info().plan_note.c_str());
     queue.emplace(*detector, metrics, opt.batch);
   } catch (const mrcnn::Error& e) {
     std::cerr << "error: " << e.what() << "\n";

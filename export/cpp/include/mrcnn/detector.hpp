@@ -91,6 +91,8 @@ struct ModelInfo {
   std::vector<std::string> keypoint_names;
   std::vector<std::pair<int, int>> skeleton;  // keypoint index pairs to draw
   std::string metadata_json;                // model.json as written by `mrcnn export`
+  std::string plan_json;   // the fast inference plan applied (inference_plan's JSON format); "" if none
+  std::string plan_note;   // one line: how the plan was chosen ("measured here: ...", "as exported", ...)
 };
 
 struct DetectorOptions {
@@ -100,6 +102,15 @@ struct DetectorOptions {
   // detectron2's padded batch on CUDA; 0/1 force it. See export/README.md.
   int pad_batch = -1;
   int intra_op_threads = 0;    // >0: at::set_num_threads (process-wide); 0 leaves it
+  // The fast inference plan (export/README.md, "The plan on load"). "auto": the plan in model.json
+  // if it was measured on this machine (CPU, ISA, threads, torch, device), else the one cached for
+  // this machine, else measured here at load (seconds to a minute for R50) and cached. "exported":
+  // the plan in model.json wherever it was measured (a warning on stderr if elsewhere). "off":
+  // every switch off. Anything else: a plan file (JSON), refused (Error kModel) if measured on
+  // another machine. Where NNPACK is not usable (or MRCNN_NO_NNPACK=1) Winograd stays off.
+  std::string plan = "auto";
+  // Folder of measured plans: "" = $MRCNN_PLAN_CACHE or ~/.cache/mrcnn_plugin/plans; "-" = none.
+  std::string plan_cache;
 };
 
 struct DetectOptions {
