@@ -14,7 +14,7 @@ from typing import Callable, List, Tuple
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PEERS", "PeerUnavailable", "peer_candidate"]
+__all__ = ["PEERS", "PeerUnavailable", "peer_candidate", "peer_scores"]
 
 PEERS = ["torchvision ONNX Runtime", "torchvision OpenVINO", "detectron2 eager"]
 
@@ -23,9 +23,9 @@ class PeerUnavailable(RuntimeError):
     """A peer that cannot run here; the message says why (a missing package, a failed export)."""
 
 
-def _require(module: str, extra: str = "bench") -> None:
+def _require(module: str) -> None:
     if importlib.util.find_spec(module) is None:
-        raise PeerUnavailable(f"{module} is not installed (pip install -e .[{extra}])")
+        raise PeerUnavailable(f"{module} is not installed (pip install -e .[bench])")
 
 
 def export_torchvision_onnx(model: nn.Module, image_rgb01: Tensor, path: Path) -> Path:
@@ -45,19 +45,22 @@ def export_torchvision_onnx(model: nn.Module, image_rgb01: Tensor, path: Path) -
     return path
 
 
-def _onnxruntime_call(onnx_path: Path, image: "object", threads: int) -> Callable[[], int]:
+def _onnxruntime_call(onnx_path: Path, image: "object", threads: int) -> Callable[[], "object"]:
     _require("onnxruntime")
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Its pool spins after each run by default, which would take the CPUs from the candidate
+    # timed next (the bench interleaves them): measured 2.3x torchvision eager with spinning on.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return lambda: int(session.run(["scores"], {name: image})[0].shape[0])
+    return lambda: session.run(["scores"], {name: image})[0]
 
 
-def _openvino_call(onnx_path: Path, image: "object", threads: int) -> Callable[[], int]:
+def _openvino_call(onnx_path: Path, image: "object", threads: int) -> Callable[[], "object"]:
     _require("openvino")
     import openvino as ov
 
@@ -68,20 +71,22 @@ def _openvino_call(onnx_path: Path, image: "object", threads: int) -> Callable[[
     request = compiled.create_infer_request()
     scores = [i for i, out in enumerate(compiled.outputs) if "scores" in out.get_names()][0]
 
-    def call() -> int:
+    def call() -> "object":
         request.infer({0: image})
-        return int(request.get_output_tensor(scores).data.shape[0])
+        return request.get_output_tensor(scores).data
 
     return call
 
 
-def peer_candidate(name: str, tv_model: nn.Module, image_rgb01: Tensor, work_dir: Path, threads: int,
-                   device: str = "cpu") -> Callable[[], int]:
-    """call() -> detections for peer `name`; raises PeerUnavailable with the reason."""
+def peer_scores(name: str, tv_model: nn.Module, image_rgb01: Tensor, work_dir: Path, threads: int,
+                device: str = "cpu") -> Callable[[], "object"]:
+    """call() -> the detections' scores (numpy [N]) from peer `name`; raises PeerUnavailable
+    with the reason."""
     if device != "cpu":
         raise PeerUnavailable("the runtime peers run on CPU only")
     if name == "detectron2 eager":
-        _require("detectron2", extra="test")
+        if importlib.util.find_spec("detectron2") is None:
+            raise PeerUnavailable("detectron2 is not installed (its source is in shared/vendor; issue 23 builds it)")
         raise PeerUnavailable("detectron2 is importable but its bench row is not written yet (issue 23)")
     onnx_path = export_torchvision_onnx(tv_model, image_rgb01, work_dir / "torchvision_maskrcnn.onnx")
     image = image_rgb01.cpu().contiguous().numpy()
@@ -98,6 +103,14 @@ def peer_candidate(name: str, tv_model: nn.Module, image_rgb01: Tensor, work_dir
     except Exception as e:  # noqa: BLE001 - reported as the peer's reason
         raise PeerUnavailable(f"{name} cannot run the graph: {' '.join(str(e).split())[:200]}")
     return call
+
+
+def peer_candidate(name: str, tv_model: nn.Module, image_rgb01: Tensor, work_dir: Path, threads: int,
+                   device: str = "cpu") -> Callable[[], int]:
+    """call() -> the number of detections from peer `name` (a bench candidate); raises
+    PeerUnavailable with the reason."""
+    scores = peer_scores(name, tv_model, image_rgb01, work_dir, threads, device)
+    return lambda: int(scores().shape[0])
 
 
 def runtime_versions() -> List[Tuple[str, str]]:

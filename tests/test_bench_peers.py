@@ -4,11 +4,12 @@ that cannot run is left out with its reason. On a small torchvision model (ResNe
 the bench runs the same code on the full one."""
 import importlib.util
 
+import numpy as np
 import pytest
 import torch
 
 from mrcnn_plugin import bench_peers
-from mrcnn_plugin.bench_peers import PeerUnavailable, peer_candidate
+from mrcnn_plugin.bench_peers import PeerUnavailable, peer_candidate, peer_scores
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +32,18 @@ def small_torchvision():
 
 @pytest.mark.parametrize("peer", ["torchvision ONNX Runtime", "torchvision OpenVINO"])
 def test_peer_gives_torchvision_s_detections(small_torchvision, peer, tmp_path):
-    """The ONNX graph run by the peer keeps as many detections as the eager model (20), and its
-    scores agree with the eager ones to 1e-3 (the peer's runtime rounds differently)."""
+    """The ONNX graph run by the peer keeps as many detections as the eager model (20), with the
+    same scores to 1e-3 (the peer's runtime rounds differently), sorted the same way."""
     module = {"torchvision ONNX Runtime": "onnxruntime", "torchvision OpenVINO": "openvino"}[peer]
     if importlib.util.find_spec(module) is None:
         pytest.fail(f"{module} is not installed: scripts/test.sh installs the bench extra")
     model, image = small_torchvision
     with torch.no_grad():
         expected = model([image])[0]
-    call = peer_candidate(peer, model, image, tmp_path, threads=2)
-    assert call() == expected["scores"].shape[0] == 20
+    scores = peer_scores(peer, model, image, tmp_path, threads=2)()
+    assert scores.shape[0] == expected["scores"].shape[0] == 20
+    np.testing.assert_allclose(scores, expected["scores"].numpy(), atol=1e-3)
+    assert peer_candidate(peer, model, image, tmp_path, threads=2)() == 20
     assert (tmp_path / "torchvision_maskrcnn.onnx").is_file()
 
 

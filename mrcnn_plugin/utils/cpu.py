@@ -42,11 +42,20 @@ def isa_flags() -> List[str]:
     return [f for f in _ISA_FLAGS if f in flags]
 
 
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that leave out its bfloat16 instructions.
+_CAPS_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI")
+
+
 def bf16_native(device: str = "cpu") -> bool:
     """True where bfloat16 matrix arithmetic is native: a CUDA device, or a CPU with
-    AVX512-BF16 or AMX."""
+    AVX512-BF16 or AMX, unless ONEDNN_MAX_CPU_ISA caps oneDNN below them (`mrcnn bench
+    --isa-caps`: bf16 under an AVX2 cap ran 7.2x torchvision's fp32 time, emulated)."""
+    import os
+
     if device.startswith("cuda"):
         return True
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in _CAPS_WITHOUT_BF16:
+        return False
     return any(f in isa_flags() for f in _BF16_FLAGS)
 
 

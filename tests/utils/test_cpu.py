@@ -46,3 +46,12 @@ def test_channels_last_rule_follows_avx512_and_the_aten_cap(fake_cpuinfo, monkey
     assert cpu.channels_last_pays()
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
     assert not cpu.channels_last_pays()
+
+
+def test_an_isa_cap_below_bf16_makes_it_emulated(fake_cpuinfo, monkeypatch):
+    """On an AMX CPU, ONEDNN_MAX_CPU_ISA=AVX2 (or AVX512_CORE) leaves oneDNN without its bfloat16
+    kernels: bf16 counts as not native; an AMX cap keeps it."""
+    fake_cpuinfo(_SAPPHIRE)
+    for cap, native in (("AVX2", False), ("avx512_core", False), ("AVX512_CORE_AMX", True), ("", True)):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+        assert cpu.bf16_native("cpu") == native, cap
