@@ -24,6 +24,8 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Seque
 from fvcore.common.config import BASE_KEY
 from fvcore.common.config import CfgNode as _FvcoreCfgNode
 
+from .defaults import _C, UNUSED_DETECTRON2_DEFAULTS
+
 __all__ = [
     "CfgNode",
     "ConfigKeyError",
@@ -108,9 +110,6 @@ def _normalize(value: Any) -> Any:
 # -----------------------------------------------------------------------------
 def _unused_defaults() -> Mapping[str, Any]:
     """detectron2 keys that are accepted but not used, with their defaults."""
-    # Imported here: defaults.py builds `_C` with this module's CfgNode.
-    from .defaults import UNUSED_DETECTRON2_DEFAULTS
-
     return UNUSED_DETECTRON2_DEFAULTS
 
 
@@ -603,8 +602,5 @@ def _check_version(tree: Mapping[str, Any], source: str) -> None:
 
 
 def get_cfg() -> CfgNode:
-    """A fresh, mutable copy of the default config."""
-    # Imported here: defaults.py builds `_C` with this module's CfgNode.
-    from .defaults import _C
-
-    return _C.clone()
+    """A fresh, mutable copy of the default config (the defaults' tree, as this module's CfgNode)."""
+    return CfgNode(_C.clone())

@@ -15,7 +15,9 @@ inference is suffixed `_TRAIN` or `_TEST`.
 
 from typing import Any, Dict, FrozenSet
 
-from .config import CfgNode as CN
+# fvcore's node, not config.CfgNode: config.py imports these defaults, so they must not import
+# it back; get_cfg() converts the tree into config.CfgNode.
+from fvcore.common.config import CfgNode as CN
 
 _C = CN()
 
