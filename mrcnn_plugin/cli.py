@@ -16,7 +16,7 @@
                  [--triton REPO [--triton-name NAME] [--triton-device cpu|cuda] [--triton-instances N]] [KEY VALUE ...]
         writes DIR/model.ts (TorchScript, preprocessing and postprocessing inside) and DIR/model.json;
         --triton also writes a Triton model repository REPO/NAME/{config.pbtxt,1/model.pt}
-    mrcnn bench [--threads N] [--device cpu|cuda] [--rounds R] [--skip CANDIDATE ...] [--skip-training] [--output DIR]
+    mrcnn bench [--threads N] [--device cpu|cuda] [--rounds R] [--skip CANDIDATE ...] [--skip-training] [--plan P] [--isa-caps] [--output DIR]
         latency, GFLOP/s and memory against torchvision's Mask R-CNN, interleaved in one run
 """
 import argparse
