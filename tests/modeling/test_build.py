@@ -53,3 +53,15 @@ def test_config_builds_and_runs(config):
     assert set(out) == expected
     if cfg.MODEL.MASK_ON:
         assert out["pred_masks"].shape[1:] == (96, 128)
+
+
+def test_a_config_without_this_project_s_keys_builds():
+    """A config node made without PLUGINS and MODEL.CHANNELS_LAST (as detectron2's own get_cfg
+    gives) still builds: the code reads this project's keys with their defaults."""
+    from tiny_models import tiny_cfg
+
+    cfg = tiny_cfg()
+    cfg.pop("PLUGINS")
+    cfg.MODEL.pop("CHANNELS_LAST")
+    model = build_model(cfg)
+    assert model.backbone.bottom_up.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)

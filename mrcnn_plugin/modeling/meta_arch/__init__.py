@@ -14,7 +14,7 @@ def build_model(cfg):
     """
     import torch
 
-    load_plugins(cfg.PLUGINS)
+    load_plugins(cfg.get("PLUGINS", []))  # a config made by detectron2 itself has no PLUGINS key
     model = build_from_registry(META_ARCH_REGISTRY, cfg.MODEL.META_ARCHITECTURE, cfg)
     model = model.to(torch.device(cfg.MODEL.DEVICE))
     if cfg.MODEL.get("CHANNELS_LAST", True):
